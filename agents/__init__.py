@@ -1,0 +1,1 @@
+"""LLM agents that play the text environments (see the agents issue)."""

@@ -1,0 +1,1 @@
+"""On-Policy Context Distillation: losses, trainer, baselines, evaluation (see the distill issue)."""

@@ -1,0 +1,27 @@
+"""Gymnasium text environments: TextWorld, math, domain QA, FrozenLake and Sokoban.
+
+>>> import envs
+>>> env = envs.make("math")
+>>> observation, info = env.reset(seed=0)
+"""
+
+from envs.base import SPLITS, FreeText, TextEnv, sanitize_action
+from envs.registry import EnvSpec, make, names, register, spec
+
+register("textworld", "envs.textworld_env:TextWorldEnv", gym_id="opcd/TextWorld-v0")
+register("math", "envs.math_env:MathEnv", gym_id="opcd/Math-v0")
+register("qa", "envs.qa_env:QAEnv", gym_id="opcd/QA-v0")
+register("frozenlake", "envs.grid_games:FrozenLakeEnv", gym_id="opcd/FrozenLake-v0")
+register("sokoban", "envs.grid_games:SokobanEnv", gym_id="opcd/Sokoban-v0")
+
+__all__ = [
+    "SPLITS",
+    "EnvSpec",
+    "FreeText",
+    "TextEnv",
+    "make",
+    "names",
+    "register",
+    "sanitize_action",
+    "spec",
+]
