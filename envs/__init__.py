@@ -6,7 +6,7 @@
 """
 
 from envs.base import SPLITS, FreeText, TextEnv, sanitize_action
-from envs.registry import EnvSpec, make, names, register, spec
+from envs.registry import EnvSpec, make, names, register, spec, unregister
 
 register("textworld", "envs.textworld_env:TextWorldEnv", gym_id="opcd/TextWorld-v0")
 register("math", "envs.math_env:MathEnv", gym_id="opcd/Math-v0")
@@ -24,4 +24,5 @@ __all__ = [
     "register",
     "sanitize_action",
     "spec",
+    "unregister",
 ]

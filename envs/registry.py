@@ -77,6 +77,14 @@ def register(
     return spec
 
 
+def unregister(name: str) -> None:
+    """Remove a registered env (its short name and Gymnasium id); unknown names are an error."""
+    env_spec = spec(name)
+    del _SPECS[env_spec.name]
+    del _ALIASES[env_spec.gym_id]
+    gymnasium.registry.pop(env_spec.gym_id, None)
+
+
 def _load_plugins() -> None:
     global _plugins_loaded
     if _plugins_loaded:

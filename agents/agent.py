@@ -1,0 +1,101 @@
+"""The agent: env observations (+ an optional context) -> chat messages -> model reply -> env action.
+
+Message layout, shared by acting, reflection and distillation (the teacher sees the same messages with
+the context, the student without):
+
+    system:    [system prompt context]  env instructions  [knowledge / handbook context block]
+    user:      observation 0
+    assistant: reply 0
+    ...
+    user:      current observation
+
+History is windowed to fit the model's context: the oldest (observation, reply) pairs are dropped first;
+the system message and the current observation are always kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from agents.llm import LLM, Generation, SamplingParams
+from agents.records import Message
+
+ContextKind = Literal["knowledge", "system_prompt", "handbook", "traces"]
+CONTEXT_HEADINGS: dict[str, str] = {
+    "knowledge": "Experience from earlier episodes (rules or strategies learned so far; they may be "
+    "incomplete or wrong, use them as guidance)",
+    "handbook": "Reference handbook (the facts you need)",
+    "traces": "Traces of earlier episodes",
+}
+
+
+@dataclass(frozen=True)
+class Context:
+    """Text given to the agent besides the task: a knowledge set, a handbook, raw traces or a system prompt.
+
+    A ``system_prompt`` opens the system message, as a system prompt does; the other kinds follow the
+    instructions in a delimited block with a heading.
+    """
+
+    text: str
+    kind: ContextKind = "knowledge"
+    id: str | None = None  # provenance, e.g. the store's knowledge set id
+
+    def wrap(self, instructions: str) -> str:
+        """The system message: ``instructions`` with this context placed and delimited."""
+        if self.kind == "system_prompt":
+            return f"{self.text.strip()}\n\n{instructions}"
+        return f"{instructions}\n\n## {CONTEXT_HEADINGS[self.kind]}\n<context>\n{self.text.strip()}\n</context>"
+
+
+def build_messages(
+    instructions: str,
+    history: Sequence[tuple[str, str]],
+    observation: str,
+    context: Context | None = None,
+    count_tokens: Callable[[list[Message]], int] | None = None,
+    max_prompt_tokens: int | None = None,
+) -> list[Message]:
+    """Chat messages for the next turn; ``history`` is the episode's earlier (observation, reply) pairs.
+
+    With ``count_tokens`` and ``max_prompt_tokens``, the oldest pairs are dropped until the prompt fits
+    (the system message and current observation are kept even if they alone exceed the budget).
+    """
+    system = context.wrap(instructions) if context else instructions
+    head: list[Message] = [{"role": "system", "content": system}]
+    tail: list[Message] = [{"role": "user", "content": observation}]
+    pairs = list(history)
+    while True:
+        middle: list[Message] = []
+        for past_observation, reply in pairs:
+            middle += [{"role": "user", "content": past_observation}, {"role": "assistant", "content": reply}]
+        messages = head + middle + tail
+        if not pairs or count_tokens is None or max_prompt_tokens is None:
+            return messages
+        if count_tokens(messages) <= max_prompt_tokens:
+            return messages
+        pairs = pairs[1:]
+
+
+@dataclass
+class Agent:
+    """An LLM that acts in text envs, optionally with a context in its system message."""
+
+    llm: LLM
+    sampling: SamplingParams = SamplingParams()
+    context: Context | None = None
+    max_prompt_tokens: int = 2048
+
+    def messages(self, instructions: str, history: Sequence[tuple[str, str]], observation: str) -> list[Message]:
+        return build_messages(
+            instructions, history, observation, self.context, self.llm.count_tokens, self.max_prompt_tokens
+        )
+
+    def act(self, conversations: list[list[Message]], seed_offset: int = 0) -> list[Generation]:
+        """One batched generation: a reply per conversation (sampling seed shifted by ``seed_offset``)."""
+        params = self.sampling
+        if params.seed is not None and seed_offset:
+            params = replace(params, seed=params.seed + seed_offset)
+        return self.llm.generate(conversations, params)
