@@ -1,0 +1,50 @@
+"""Message building: context placement and history windowing."""
+
+from __future__ import annotations
+
+from agents.agent import Context, build_messages
+from agents.records import Message
+
+
+def words(messages: list[Message]) -> int:
+    return sum(len(m["content"].split()) for m in messages)
+
+
+def test_no_context_no_history() -> None:
+    messages = build_messages("Play well.", [], "You see a door.")
+    assert messages == [
+        {"role": "system", "content": "Play well."},
+        {"role": "user", "content": "You see a door."},
+    ]
+
+
+def test_knowledge_context_is_a_delimited_block_after_the_instructions() -> None:
+    system = build_messages("Play well.", [], "obs", Context("- EXPERIENCE ITEM: doors open.", "knowledge"))[0]
+    assert system["content"].startswith("Play well.")
+    assert "<context>\n- EXPERIENCE ITEM: doors open.\n</context>" in system["content"]
+
+
+def test_system_prompt_context_opens_the_system_message() -> None:
+    system = build_messages("Answer with a letter.", [], "Q?", Context("You are a careful pharmacist.", "system_prompt"))
+    assert system[0]["content"] == "You are a careful pharmacist.\n\nAnswer with a letter."
+
+
+def test_history_alternates_user_and_assistant() -> None:
+    messages = build_messages("sys", [("o1", "r1"), ("o2", "r2")], "o3")
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert [m["content"] for m in messages[1:]] == ["o1", "r1", "o2", "r2", "o3"]
+
+
+def test_windowing_drops_oldest_pairs_and_keeps_instructions_and_observation() -> None:
+    history = [(f"observation {i} " + "w " * 10, f"reply {i}") for i in range(10)]
+    messages = build_messages("the instructions", history, "current observation", None, words, 60)
+    assert words(messages) <= 60
+    assert messages[0]["content"] == "the instructions"
+    assert messages[-1]["content"] == "current observation"
+    kept = [m["content"] for m in messages if m["role"] == "assistant"]
+    assert kept and kept == [f"reply {i}" for i in range(10 - len(kept), 10)]  # the newest survive
+
+
+def test_windowing_keeps_the_essentials_even_over_budget() -> None:
+    messages = build_messages("a " * 100, [("old", "reply")], "now", None, words, 5)
+    assert [m["role"] for m in messages] == ["system", "user"]
