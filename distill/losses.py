@@ -33,7 +33,8 @@ from torch.utils.checkpoint import checkpoint
 LOGPROB_FLOOR = -1e4
 TopKMode = Literal["renormalize", "tail", "truncated"]
 Reduction = Literal["token_mean", "sequence_mean"]
-PerTokenLoss = Callable[[Tensor, Tensor], Tensor]  # (student_logits (N,V), teacher_logits (N,V)) -> (N,)
+# (student_logits (N, V), teacher_logits (N, V) or None, targets (N,)) -> per-token loss (N,)
+PerTokenLoss = Callable[[Tensor, Tensor | None, Tensor], Tensor]
 
 
 def log_probs(logits: Tensor, temperature: float = 1.0) -> Tensor:
@@ -131,9 +132,8 @@ def chunked_loss(
     student_hidden: Tensor,
     student_mask: Tensor,
     student_head: Callable[[Tensor], Tensor],
-    teacher_hidden: Tensor,
-    teacher_mask: Tensor,
-    teacher_head: Callable[[Tensor], Tensor],
+    targets: Tensor,
+    teacher: tuple[Tensor, Tensor, Callable[[Tensor], Tensor]] | None = None,
     *,
     reduction: Reduction = "token_mean",
     chunk_size: int = 512,
@@ -141,35 +141,40 @@ def chunked_loss(
 ) -> LossOutput:
     """``per_token`` loss over response positions, projecting hidden states to logits chunk by chunk.
 
-    ``student_hidden`` (B, T, H) carries gradient; ``teacher_hidden`` (B, T', H') is constant. The masks
-    (B, T) and (B, T') select, row by row and in order, the positions whose logits predict each response
-    token: the teacher's prompt is longer (it holds the context), so its positions are shifted, but every
-    row must select as many positions on both sides. Heads map (n, H) -> (n, V) logits. Chunks are
-    recomputed in backward, so at most one chunk of logits per model is alive at a time.
-    ``temperature`` scales the logged student entropy (give ``per_token`` the same one).
+    ``student_hidden`` (B, T, H) carries gradient; ``student_mask`` (B, T) selects the positions whose
+    logits predict response tokens, and ``targets`` (B, T) holds those tokens. ``teacher`` is
+    ``(hidden (B, T', H'), mask (B, T'), head)``, treated as constant; its prompt is longer (it holds the
+    context), so its positions are shifted, but each row must select as many positions as the student's.
+    Heads map (n, H) -> (n, V) logits. Chunks are recomputed in backward, so at most one chunk of logits
+    per model is alive at a time. ``temperature`` scales the logged student entropy.
     """
-    student_mask, teacher_mask = student_mask.bool(), teacher_mask.bool()
-    if not torch.equal(student_mask.sum(1), teacher_mask.sum(1)):
-        raise ValueError("student and teacher masks select different numbers of positions per row")
+    student_mask = student_mask.bool()
     sequence_index = student_mask.nonzero()[:, 0]
-    s_hidden, t_hidden = student_hidden[student_mask], teacher_hidden[teacher_mask].detach()
+    s_hidden, y = student_hidden[student_mask], targets[student_mask]
+    t_hidden, teacher_head = None, None
+    if teacher is not None:
+        teacher_hidden, teacher_mask, teacher_head = teacher
+        if not torch.equal(student_mask.sum(1), teacher_mask.bool().sum(1)):
+            raise ValueError("student and teacher masks select different numbers of positions per row")
+        t_hidden = teacher_hidden[teacher_mask.bool()].detach()
 
-    def chunk_loss(s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    def chunk_loss(s: Tensor, t: Tensor | None, targets_chunk: Tensor) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
-            teacher_logits = teacher_head(t)
+            teacher_logits = teacher_head(t) if t is not None else None
         student_logits = student_head(s)
         with torch.no_grad():
             s_log = log_probs(student_logits, temperature)
             entropy = -(s_log.exp() * s_log).sum(-1)
-        return per_token(student_logits, teacher_logits), entropy
+        return per_token(student_logits, teacher_logits, targets_chunk), entropy
 
     losses, entropies = [], []
     for start in range(0, s_hidden.shape[0], chunk_size):
-        s, t = s_hidden[start : start + chunk_size], t_hidden[start : start + chunk_size]
-        if torch.is_grad_enabled() and s.requires_grad:
-            loss, entropy = checkpoint(chunk_loss, s, t, use_reentrant=False)
+        piece = slice(start, start + chunk_size)
+        args = (s_hidden[piece], t_hidden[piece] if t_hidden is not None else None, y[piece])
+        if torch.is_grad_enabled() and s_hidden.requires_grad:
+            loss, entropy = checkpoint(chunk_loss, *args, use_reentrant=False)
         else:
-            loss, entropy = chunk_loss(s, t)
+            loss, entropy = chunk_loss(*args)
         losses.append(loss)
         entropies.append(entropy)
     token_loss = torch.cat(losses) if losses else s_hidden.new_zeros(0)

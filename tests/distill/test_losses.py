@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 import torch
 from torch import Tensor
@@ -118,21 +116,27 @@ def test_reductions() -> None:
         reduce(per_token, sequence, 2, "sum")  # type: ignore[arg-type]
 
 
-def naive_masked(per_token, s_hidden, s_mask, s_head, t_hidden, t_mask, t_head, reduction):
+def naive_masked(per_token, s_hidden, s_mask, s_head, targets, t_hidden, t_mask, t_head, reduction):
     s_logits, t_logits = s_head(s_hidden[s_mask]), t_head(t_hidden[t_mask])
-    return reduce(per_token(s_logits, t_logits), s_mask.nonzero()[:, 0], s_mask.shape[0], reduction)
+    losses = per_token(s_logits, t_logits, targets[s_mask])
+    return reduce(losses, s_mask.nonzero()[:, 0], s_mask.shape[0], reduction)
+
+
+def kl_only(fn, **kwargs):
+    return lambda s, t, y: fn(s, t, **kwargs)
 
 
 @pytest.mark.parametrize(
     "per_token",
     [
-        functools.partial(reverse_kl, temperature=0.7),
-        functools.partial(reverse_kl, top_k=9),
-        functools.partial(reverse_kl, top_k=9, topk_mode="tail"),
-        functools.partial(reverse_kl, top_k=9, topk_mode="truncated"),
-        functools.partial(forward_kl_teacher_topk, top_k=9),
+        kl_only(reverse_kl, temperature=0.7),
+        kl_only(reverse_kl, top_k=9),
+        kl_only(reverse_kl, top_k=9, topk_mode="tail"),
+        kl_only(reverse_kl, top_k=9, topk_mode="truncated"),
+        kl_only(forward_kl_teacher_topk, top_k=9),
+        lambda s, t, y: token_nll(s, y),
     ],
-    ids=["full", "topk-renorm", "topk-tail", "topk-truncated", "forward-topk"],
+    ids=["full", "topk-renorm", "topk-tail", "topk-truncated", "forward-topk", "nll"],
 )
 @pytest.mark.parametrize("reduction", ["token_mean", "sequence_mean"])
 def test_chunked_equals_naive_in_value_and_gradient(per_token, reduction) -> None:
@@ -149,10 +153,13 @@ def test_chunked_equals_naive_in_value_and_gradient(per_token, reduction) -> Non
         t_mask[row, start + 4 : start + 4 + length] = True
     with torch.no_grad():  # padding may hold anything: it must not leak into the loss
         s_hidden[~s_mask] = float("nan")
+    targets = torch.randint(V, (B, T))
 
-    naive = naive_masked(per_token, s_hidden, s_mask, head_s, t_hidden, t_mask, head_t, reduction)
+    naive = naive_masked(per_token, s_hidden, s_mask, head_s, targets, t_hidden, t_mask, head_t, reduction)
     naive_grads = torch.autograd.grad(naive, [s_hidden, head_s.weight])
-    out = chunked_loss(per_token, s_hidden, s_mask, head_s, t_hidden, t_mask, head_t, reduction=reduction, chunk_size=4)
+    out = chunked_loss(
+        per_token, s_hidden, s_mask, head_s, targets, (t_hidden, t_mask, head_t), reduction=reduction, chunk_size=4
+    )
     grads = torch.autograd.grad(out.loss, [s_hidden, head_s.weight])
 
     assert torch.allclose(out.loss, naive, atol=1e-5)
@@ -167,4 +174,7 @@ def test_chunked_rejects_mismatched_masks() -> None:
     hidden = torch.randn(1, 4, 8)
     head = torch.nn.Linear(8, V)
     with pytest.raises(ValueError, match="positions"):
-        chunked_loss(reverse_kl, hidden, torch.tensor([[1, 1, 0, 0]]), head, hidden, torch.tensor([[1, 0, 0, 0]]), head)
+        chunked_loss(
+            kl_only(reverse_kl), hidden, torch.tensor([[1, 1, 0, 0]]), head, torch.zeros(1, 4, dtype=torch.long),
+            (hidden, torch.tensor([[1, 0, 0, 0]]), head),
+        )

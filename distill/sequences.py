@@ -1,0 +1,101 @@
+"""Token sequences for distillation: (prompt, reply) pairs packed into tensors, and forward passes.
+
+Positions: the logits at position i predict token i + 1, so for a prompt of length P and a reply of
+length R the positions P - 1 ... P + R - 2 predict the reply. ``predict_mask`` marks them.
+
+``decoder_hidden`` runs a causal LM's decoder (no LM head: the loss projects hidden states in chunks).
+``shared_prefix_hidden`` runs many sequences that start with the same tokens (the teacher's system
+message with the context) by computing the prefix once and reusing its key/value cache for every row.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from agents.records import Message
+
+
+def encode_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[Message]) -> list[int]:
+    """Token ids of ``messages`` under the model's chat template, ready for the assistant's reply."""
+    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+@dataclass
+class Packed:
+    """Right-padded rows: ids and attention (B, T); ``predict_mask`` (B, T) and ``targets`` (B, T)."""
+
+    input_ids: Tensor
+    attention_mask: Tensor
+    predict_mask: Tensor
+    targets: Tensor
+
+
+def pack(prompts: list[list[int]], replies: list[list[int]], pad_id: int, offset: int = 0) -> Packed:
+    """Pack prompt + reply rows; drop the first ``offset`` tokens of every row (a shared prefix run apart)."""
+    rows = [p + r for p, r in zip(prompts, replies)]
+    width = max(len(row) for row in rows) - offset
+    batch = len(rows)
+    input_ids = torch.full((batch, width), pad_id, dtype=torch.long)
+    attention = torch.zeros((batch, width), dtype=torch.long)
+    predict = torch.zeros((batch, width), dtype=torch.bool)
+    targets = torch.full((batch, width), pad_id, dtype=torch.long)
+    for i, (prompt, reply) in enumerate(zip(prompts, replies)):
+        row = rows[i][offset:]
+        input_ids[i, : len(row)] = torch.tensor(row)
+        attention[i, : len(row)] = 1
+        first = len(prompt) - 1 - offset
+        if first < 0 and reply:
+            raise ValueError(f"offset {offset} cuts into the last prompt token of row {i}")
+        predict[i, first : first + len(reply)] = True
+        targets[i, first : first + len(reply)] = torch.tensor(reply, dtype=torch.long)
+    return Packed(input_ids, attention, predict, targets)
+
+
+def shared_prefix_length(prompts: list[list[int]]) -> int:
+    """Length of the longest common prefix of ``prompts``, leaving each prompt's last token outside it."""
+    limit = min(len(p) for p in prompts) - 1
+    length = 0
+    while length < limit and all(p[length] == prompts[0][length] for p in prompts):
+        length += 1
+    return length
+
+
+def decoder_hidden(model: PreTrainedModel, packed: Packed) -> Tensor:
+    """Last hidden states (B, T, H) of the model's decoder on ``packed``."""
+    return model.get_decoder()(input_ids=packed.input_ids, attention_mask=packed.attention_mask).last_hidden_state
+
+
+@torch.no_grad()
+def shared_prefix_hidden(
+    model: PreTrainedModel, prompts: list[list[int]], replies: list[list[int]], pad_id: int
+) -> tuple[Tensor, Packed]:
+    """Hidden states of prompt + reply rows, the common prompt prefix computed once and cached.
+
+    Returns the hidden states (B, T - L, H) of everything after the shared prefix of length L, and the
+    rows packed with that offset (their ``predict_mask`` lines up with the hidden states).
+    """
+    length = shared_prefix_length(prompts)
+    packed = pack(prompts, replies, pad_id, offset=length)
+    decoder = model.get_decoder()
+    if length == 0:
+        return decoder(input_ids=packed.input_ids, attention_mask=packed.attention_mask).last_hidden_state, packed
+    device = packed.input_ids.device
+    prefix = torch.tensor([prompts[0][:length]], dtype=torch.long, device=device)
+    cache = decoder(input_ids=prefix, use_cache=True).past_key_values
+    cache.batch_repeat_interleave(len(prompts))
+    batch, width = packed.input_ids.shape
+    attention = torch.cat([torch.ones(batch, length, dtype=torch.long, device=device), packed.attention_mask], 1)
+    positions = torch.arange(length, length + width, device=device).expand(batch, -1)
+    hidden = decoder(
+        input_ids=packed.input_ids,
+        attention_mask=attention,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+    ).last_hidden_state
+    return hidden, packed

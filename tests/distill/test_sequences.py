@@ -1,0 +1,45 @@
+"""Packing and the teacher's shared-prefix forward pass on a tiny real model."""
+
+from __future__ import annotations
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from distill.sequences import decoder_hidden, pack, shared_prefix_hidden, shared_prefix_length
+
+
+def tiny_model() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def test_pack_marks_the_positions_that_predict_the_reply() -> None:
+    packed = pack([[5, 6, 7], [5, 8]], [[9, 10], [11, 12, 13]], pad_id=0)
+    assert packed.input_ids.tolist() == [[5, 6, 7, 9, 10], [5, 8, 11, 12, 13]]
+    assert packed.predict_mask.tolist() == [[False, False, True, True, False], [False, True, True, True, False]]
+    assert packed.targets[packed.predict_mask].tolist() == [9, 10, 11, 12, 13]
+    assert packed.attention_mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 1, 1]]
+
+
+def test_shared_prefix_length_keeps_each_last_prompt_token_out() -> None:
+    assert shared_prefix_length([[1, 2, 3, 4], [1, 2, 3, 5, 6]]) == 3
+    assert shared_prefix_length([[1, 2, 3], [1, 2, 3]]) == 2
+    assert shared_prefix_length([[1, 2], [3, 2]]) == 0
+
+
+def test_shared_prefix_forward_equals_the_full_forward() -> None:
+    model = tiny_model()
+    context = list(range(1, 30))
+    prompts = [context + [40, 41], context + [42], context + [43, 44, 45]]
+    replies = [[50, 51, 52], [53], [54, 55]]
+    full = pack(prompts, replies, pad_id=0)
+    with torch.no_grad():
+        reference = decoder_hidden(model, full)[full.predict_mask]
+    hidden, packed = shared_prefix_hidden(model, prompts, replies, pad_id=0)
+    assert hidden.shape[1] < full.input_ids.shape[1]  # the prefix was not recomputed per row
+    assert torch.allclose(hidden[packed.predict_mask], reference, atol=1e-5)
+    assert torch.equal(packed.targets[packed.predict_mask], full.targets[full.predict_mask])
