@@ -60,7 +60,7 @@ class TextEnv(gym.Env[str, str]):
     ``reset`` validates the requested task, seeds ``self.np_random`` and fills the common info keys.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"]}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["ansi"], "render_fps": 4}
     split_sizes: Mapping[str, int]
     max_action_chars: ClassVar[int] = MAX_ACTION_CHARS
 

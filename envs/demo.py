@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> None:
             for policy_name, policy in (("reference", reference_policy), ("random", random_policy)):
                 rng = np.random.default_rng(0)
                 start = time.perf_counter()
-                results = [play(env, policy, args.split, i, rng) for i in range(args.episodes)]
+                size = env.split_sizes[args.split]
+                results = [play(env, policy, args.split, i % size, rng) for i in range(args.episodes)]
                 elapsed = time.perf_counter() - start
                 steps = sum(r["steps"] for r in results)
                 table.add_row(

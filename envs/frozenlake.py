@@ -113,23 +113,26 @@ def _candidates(size: int, num_holes: int, randomize: bool, rng: np.random.Gener
 
 @lru_cache(maxsize=16)
 def lake_pool(size: int, num_holes: int, randomize_start_goal: bool, max_turns: int) -> tuple[Lake, ...]:
-    """The distinct maps of a setting whose shortest path fits in ``max_turns``, in a seeded order."""
+    """The distinct maps of a setting whose shortest path fits in ``max_turns``, in a seeded order (at
+    most ``SAMPLED_POOL_SIZE``: a seeded sample when there are more)."""
     if size < 2 or not 0 <= num_holes <= size * size - 2:
         raise ValueError(f"need size >= 2 and 0 <= num_holes <= size*size - 2, got {size=} {num_holes=}")
     rng = np.random.default_rng([POOL_SEED, size, num_holes, int(randomize_start_goal)])
+    candidates = _candidates(size, num_holes, randomize_start_goal, rng)
     pool: dict[str, Lake] = {}
-    for lake in _candidates(size, num_holes, randomize_start_goal, rng):
+    for i in rng.permutation(len(candidates)).tolist():
         if len(pool) == SAMPLED_POOL_SIZE:
             break
+        lake = candidates[i]
         path = solve(lake)
         if lake.task_id not in pool and path is not None and len(path) <= max_turns:
             pool[lake.task_id] = lake
-    lakes = list(pool.values())
-    return tuple(lakes[int(i)] for i in rng.permutation(len(lakes)))
+    return tuple(pool.values())
 
 
 def split_lakes(lakes: tuple[Lake, ...]) -> dict[str, tuple[Lake, ...]]:
-    """Validation and test get ``EVAL_FRACTION`` of the pool each (at least ``MIN_SPLIT_SIZE``), train the rest."""
+    """Validation and test get ``EVAL_FRACTION`` of the pool each (at least ``MIN_SPLIT_SIZE``), train
+    the rest."""
     n_eval = max(MIN_SPLIT_SIZE, round(EVAL_FRACTION * len(lakes)))
     if len(lakes) < 2 * n_eval + MIN_SPLIT_SIZE:
         raise ValueError(
@@ -149,10 +152,11 @@ class FrozenLakeEnv(GridGameEnv):
     a fixed seed; 20% validation, 20% test (at least 3 each), the rest train. The paper's setting (3x3,
     2 holes, fixed start and goal) has 19 maps: train 11 / validation 4 / test 4; with
     ``randomize_start_goal`` (any corner to the opposite one) 76 maps: train 46 / validation 15 / test 15.
-    Settings with more than 100k hole layouts are sampled (up to 1500 maps).
+    A pool holds at most 1500 maps (a seeded sample of larger settings).
     """
 
     turn_limit_message: ClassVar[str] = "You reached the turn limit! Game over."
+    invalid_moves: ClassVar[str] = "Moving off the grid"
 
     def __init__(
         self,
@@ -164,7 +168,9 @@ class FrozenLakeEnv(GridGameEnv):
         render_mode: str | None = None,
         default_split: str = "train",
     ) -> None:
-        super().__init__(max_turns=max_turns, rules=rules, render_mode=render_mode, default_split=default_split)
+        super().__init__(
+            max_turns=max_turns, rules=rules, render_mode=render_mode, default_split=default_split
+        )
         self.size = size
         self.num_holes = num_holes
         self.randomize_start_goal = randomize_start_goal

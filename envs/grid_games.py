@@ -37,6 +37,7 @@ STRIPPED_RULES = (
 )
 CLOSING = "What action do you take? (Remember to wrap your final answer of the action in square brackets)"
 RULE_SETS: tuple[str, ...] = ("stripped", "full")
+ERROR_ALLOWANCE = 1  # invalid moves in a row that are forgiven (textarena's and LMOps' setting)
 FORMAT_REASON = "Invalid action format. Use [up], [down], [left], [right] or [w], [a], [s], [d]."
 
 
@@ -78,8 +79,8 @@ class GridGameEnv(TextEnv):
     # Replies are searched whole (the paper keeps the reasoning) and the action comes last, so a long
     # reply must reach the parser uncut.
     max_action_chars: ClassVar[int] = 65_536
-    error_allowance: ClassVar[int] = 1  # invalid moves in a row that are forgiven (textarena's default)
     turn_limit_message: ClassVar[str]
+    invalid_moves: ClassVar[str]  # which moves are invalid, for the full rules ("Moving off the grid")
 
     def __init__(
         self,
@@ -118,8 +119,8 @@ class GridGameEnv(TextEnv):
     def _turn_rules(self) -> str:
         """The harness rules, stated in the full rule set only."""
         return (
-            "Moving into a wall or off the grid, or a reply without a valid action, is an invalid move: the "
-            "first one gets a warning and changes nothing, a second one in a row ends the game. You have "
+            f"{self.invalid_moves}, or a reply without a valid action, is an invalid move: the first one "
+            "gets a warning and changes nothing, a second one in a row ends the game. You have "
             f"{self.max_turns} turns; every reply uses one."
         )
 
@@ -144,9 +145,9 @@ class GridGameEnv(TextEnv):
                 lines.append(move.outcome)
         else:
             self._invalid_in_a_row += 1
-            if self._invalid_in_a_row > self.error_allowance:
+            if self._invalid_in_a_row > ERROR_ALLOWANCE:
                 terminated = True
-                lines.append(f"Invalid Move: {move.invalid_reason} Two invalid moves in a row end the game.")
+                lines.append(f"Invalid Move: {move.invalid_reason} Game over: two invalid moves in a row.")
             else:
                 lines.append(
                     f"You attempted an invalid move. Reason: {move.invalid_reason} Please resubmit a valid "
