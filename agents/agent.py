@@ -46,8 +46,34 @@ class Context:
     def wrap(self, instructions: str) -> str:
         """The system message: ``instructions`` with this context placed and delimited."""
         if self.kind == "system_prompt":
-            return f"{self.text.strip()}\n\n{instructions}"
-        return f"{instructions}\n\n## {CONTEXT_HEADINGS[self.kind]}\n<context>\n{self.text.strip()}\n</context>"
+            return self._block() + instructions
+        return instructions + self._block()
+
+    def unwrap(self, system: str) -> str:
+        """The instructions inside a system message that ``wrap`` built; ValueError for any other text."""
+        block = self._block()
+        if self.kind == "system_prompt" and system.startswith(block):
+            return system[len(block) :]
+        if self.kind != "system_prompt" and system.endswith(block):
+            return system[: -len(block)]
+        raise ValueError("the system message does not hold this context")
+
+    def _block(self) -> str:
+        if self.kind == "system_prompt":
+            return f"{self.text.strip()}\n\n"
+        return f"\n\n## {CONTEXT_HEADINGS[self.kind]}\n<context>\n{self.text.strip()}\n</context>"
+
+
+def with_context(messages: list[Message], context: Context) -> list[Message]:
+    """The same conversation with ``context`` placed in its system message (the teacher's view)."""
+    system, *rest = messages
+    return [{"role": "system", "content": context.wrap(system["content"])}, *rest]
+
+
+def without_context(messages: list[Message], context: Context) -> list[Message]:
+    """The same conversation with ``context`` taken out of its system message (the student's view)."""
+    system, *rest = messages
+    return [{"role": "system", "content": context.unwrap(system["content"])}, *rest]
 
 
 def build_messages(

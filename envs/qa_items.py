@@ -25,7 +25,8 @@ import hashlib
 import json
 import os
 import string
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,17 +103,22 @@ def assemble_splits(pairs: Iterable[tuple[MCQItem, str | None]]) -> dict[str, li
     return splits
 
 
-# -- JSONL loaders ------------------------------------------------------------------------------------
+# -- JSONL loaders -------------------------------------------------------------------------------------
 
 
-class _LineError(ValueError):
-    """A problem with one record; ``load_jsonl`` adds the file and line number."""
+@contextmanager
+def _at(path: Path, number: int) -> Iterator[None]:
+    """Report any ``ValueError`` raised inside as a problem of line ``number`` of ``path``."""
+    try:
+        yield
+    except ValueError as error:
+        raise ValueError(f"{path}:{number}: {error}") from None
 
 
 def _as_text(value: Any, what: str) -> str:
     """A string field; numbers (an option "42") are accepted as their text."""
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise _LineError(f"{what} must be a string, got {type(value).__name__}")
+        raise ValueError(f"{what} must be a string, got {type(value).__name__}")
     return str(value)
 
 
@@ -121,7 +127,7 @@ def _split_of(record: Mapping[str, Any]) -> str | None:
     if split is None:
         return None
     if not isinstance(split, str) or split.strip().lower() not in SPLIT_ALIASES:
-        raise _LineError(f"unknown split {split!r}; expected one of {', '.join(SPLIT_ALIASES)}")
+        raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLIT_ALIASES)}")
     return SPLIT_ALIASES[split.strip().lower()]
 
 
@@ -130,14 +136,15 @@ def _detect_format(record: Mapping[str, Any]) -> str:
         return "medmcqa"
     if "choices" in record:
         return "choices"
-    raise _LineError("unknown format: expected MedMCQA keys (question, opa-opd, cop) or question/choices/answer")
+    raise ValueError("unknown format: expected MedMCQA keys (question, opa-opd, cop) "
+                     "or question/choices/answer")
 
 
 def _choices_item(record: Mapping[str, Any]) -> MCQItem:
     choices = record.get("choices")
     if not isinstance(choices, list) or not 2 <= len(choices) <= len(LETTERS):
-        raise _LineError(f"'choices' must be a list of 2-{len(LETTERS)} strings")
-    options = tuple(_as_text(c, "each choice") for c in choices)
+        raise ValueError(f"'choices' must be a list of 2-{len(LETTERS)} strings")
+    options = tuple(_as_text(choice, "each choice") for choice in choices)
     answer = record.get("answer")
     if isinstance(answer, int) and not isinstance(answer, bool):
         index = answer
@@ -149,46 +156,49 @@ def _choices_item(record: Mapping[str, Any]) -> MCQItem:
         elif len(letter) == 1 and letter in LETTERS[: len(options)]:
             index = LETTERS.index(letter)
         else:
-            raise _LineError(f"answer {answer!r} is neither one choice's text nor an option letter")
+            raise ValueError(f"answer {answer!r} is neither one choice's text nor an option letter")
     else:
-        raise _LineError(f"'answer' must be an index, a letter or a choice's text, got {answer!r}")
+        raise ValueError(f"'answer' must be an index, a letter or a choice's text, got {answer!r}")
     if not 0 <= index < len(options):
-        raise _LineError(f"answer index {index} out of range for {len(options)} choices")
-    return MCQItem(_as_text(record.get("question"), "'question'"), options, index, str(record.get("subject") or ""))
+        raise ValueError(f"answer index {index} out of range for {len(options)} choices")
+    question = _as_text(record.get("question"), "'question'")
+    return MCQItem(question, options, index, str(record.get("subject") or ""))
 
 
 def _medmcqa_cop(record: Mapping[str, Any]) -> int | str:
+    """The raw ``cop``: an int 0-4 (base decided per file) or an upper-case letter A-D."""
     cop = record.get("cop")
     if isinstance(cop, str) and cop.strip().lower() in ("a", "b", "c", "d"):
         return cop.strip().upper()
     if isinstance(cop, bool) or not isinstance(cop, int):
-        raise _LineError(f"'cop' must be an int or a letter a-d, got {cop!r}")
+        raise ValueError(f"'cop' must be an int or a letter a-d, got {cop!r}")
     if cop == -1:
-        raise _LineError("cop is -1: the item has no answer (MedMCQA's test split is unlabelled)")
+        raise ValueError("cop is -1: the item has no answer (MedMCQA's test split is unlabelled)")
     if not 0 <= cop <= 4:
-        raise _LineError(f"cop {cop} out of range 0-4")
+        raise ValueError(f"cop {cop} out of range 0-4")
     return cop
 
 
 def _cop_base(path: Path, cops: list[tuple[int, int]]) -> int:
-    """0 or 1: the base of the integer cops ``(line number, cop)`` of one file."""
-    zero = next((n for n, cop in cops if cop == 0), None)
-    four = next((n for n, cop in cops if cop == 4), None)
+    """0 or 1: the base of a file's integer cops, given as ``(line number, cop)``."""
+    zero = next((number for number, cop in cops if cop == 0), None)
+    four = next((number for number, cop in cops if cop == 4), None)
     if zero is not None and four is not None:
-        raise ValueError(f"{path}:{max(zero, four)}: cop values 0 (line {zero}) and 4 (line {four}) in one "
+        raise ValueError(f"{path}:{max(zero, four)}: cop 0 (line {zero}) and cop 4 (line {four}) in one "
                          "file: neither 0-based nor 1-based")
-    if zero is None and four is None:
+    if cops and zero is None and four is None:
         raise ValueError(f"{path}: cannot tell whether cop is 0-based (Hugging Face release) or 1-based "
                          "(original release) from values 1-3 alone; pass cop_base=0 or cop_base=1")
-    return 0 if zero is not None else 1
+    return 1 if four is not None else 0
 
 
 def _medmcqa_item(record: Mapping[str, Any], cop: int | str, base: int) -> MCQItem:
     options = tuple(_as_text(record.get(key), repr(key)) for key in MEDMCQA_KEYS)
     index = LETTERS.index(cop) if isinstance(cop, str) else cop - base
     if not 0 <= index < len(options):
-        raise _LineError(f"cop {cop} out of range for a {base}-based file")
-    return MCQItem(_as_text(record.get("question"), "'question'"), options, index, str(record.get("subject_name") or ""))
+        raise ValueError(f"cop {cop} out of range for a {base}-based file")
+    question = _as_text(record.get("question"), "'question'")
+    return MCQItem(question, options, index, str(record.get("subject_name") or ""))
 
 
 def _read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
@@ -196,15 +206,15 @@ def _read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
     records = []
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
-            try:
-                line = raw.decode("utf-8-sig" if number == 1 else "utf-8").strip()
-                if not line:
-                    continue
-                record = json.loads(line)
-            except (UnicodeDecodeError, json.JSONDecodeError) as error:
-                raise ValueError(f"{path}:{number}: not a JSON line: {error}") from None
-            if not isinstance(record, dict):
-                raise ValueError(f"{path}:{number}: expected a JSON object, got {type(record).__name__}")
+            if not raw.strip():
+                continue
+            with _at(path, number):
+                try:
+                    record = json.loads(raw.decode("utf-8-sig"))  # -sig: tolerate a byte-order mark
+                except ValueError as error:  # bad UTF-8 or bad JSON
+                    raise ValueError(f"not a JSON line: {error}") from None
+                if not isinstance(record, dict):
+                    raise ValueError(f"expected a JSON object, got {type(record).__name__}")
             records.append((number, record))
     return records
 
@@ -222,21 +232,17 @@ def load_jsonl(
         raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)} or None")
     if cop_base not in (None, 0, 1):
         raise ValueError(f"cop_base must be 0, 1 or None, got {cop_base!r}")
-    parsed: list[tuple[int, dict[str, Any], str, int | str | None, str | None]] = []
+    rows = []  # (line number, record, split, cop: None for the "choices" format)
     for number, record in _read_records(path):
-        try:
+        with _at(path, number):
             kind = format or _detect_format(record)
             cop = _medmcqa_cop(record) if kind == "medmcqa" else None
-            parsed.append((number, record, kind, cop, _split_of(record)))
-        except _LineError as error:
-            raise ValueError(f"{path}:{number}: {error}") from None
-    int_cops = [(number, cop) for number, _, _, cop, _ in parsed if isinstance(cop, int)]
-    base = cop_base if cop_base is not None or not int_cops else _cop_base(path, int_cops)
+            rows.append((number, record, _split_of(record), cop))
+    if cop_base is None:
+        cop_base = _cop_base(path, [(number, cop) for number, _, _, cop in rows if isinstance(cop, int)])
     pairs = []
-    for number, record, kind, cop, split in parsed:
-        try:
-            item = _medmcqa_item(record, cop, base or 0) if kind == "medmcqa" else _choices_item(record)
-        except (_LineError, ValueError) as error:
-            raise ValueError(f"{path}:{number}: {error}") from None
+    for number, record, split, cop in rows:
+        with _at(path, number):
+            item = _choices_item(record) if cop is None else _medmcqa_item(record, cop, cop_base)
         pairs.append((item, split))
     return pairs

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agents.agent import Context, build_messages
+from agents.agent import Context, build_messages, with_context, without_context
 from agents.records import Message
 
 
@@ -48,3 +48,19 @@ def test_windowing_drops_oldest_pairs_and_keeps_instructions_and_observation() -
 def test_windowing_keeps_the_essentials_even_over_budget() -> None:
     messages = build_messages("a " * 100, [("old", "reply")], "now", None, words, 5)
     assert [m["role"] for m in messages] == ["system", "user"]
+
+
+def test_with_and_without_context_round_trip() -> None:
+    for kind in ("knowledge", "system_prompt", "handbook", "traces"):
+        context = Context("some text", kind)
+        plain = build_messages("instructions", [("o1", "r1")], "o2")
+        wrapped = with_context(plain, context)
+        assert wrapped == build_messages("instructions", [("o1", "r1")], "o2", context)
+        assert without_context(wrapped, context) == plain
+
+
+def test_unwrap_refuses_a_foreign_system_message() -> None:
+    import pytest
+
+    with pytest.raises(ValueError, match="context"):
+        Context("the knowledge").unwrap("instructions without it")
