@@ -1,0 +1,221 @@
+"""Play an env with an LLM agent (or at the keyboard) and store every episode.
+
+    python -m agents.play --env textworld --episodes 8 --store exp.db
+    python -m agents.play --env math --eval --split test --context knowledge.txt
+    python -m agents.play --env frozenlake --human
+
+A composition root: it wires the env, model, agent, rollouts and store together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+import envs
+from agents.agent import Agent, Context
+from agents.evaluate import PassRate, evaluation_tasks, pass_rate
+from agents.llm import SamplingParams, load_llm
+from agents.models import DEFAULT_MODEL, ModelNotFound
+from agents.records import Episode, Turn
+from agents.rollout import RolloutStats, collect_episodes
+from experience_store import ExperienceStore, StoreError
+
+console = Console()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m agents.play", description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="textworld", help=f"env name or Gymnasium id ({', '.join(envs.names())})")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="named model, local folder or Hugging Face id")
+    parser.add_argument("--episodes", type=int, default=8, help="episodes to play (tasks 0..N-1 of the split)")
+    parser.add_argument("--split", default="train", choices=envs.SPLITS)
+    parser.add_argument("--store", type=Path, default=Path("exp.db"), help="experience store file (created if missing)")
+    context = parser.add_mutually_exclusive_group()
+    context.add_argument("--context", type=Path, help="a text file given to the agent as context")
+    context.add_argument("--knowledge-from", type=Path, help="use the env's selected knowledge set in this store")
+    parser.add_argument(
+        "--context-kind", default="knowledge", choices=["knowledge", "system_prompt", "handbook", "traces"],
+        help="how --context is placed: a block after the instructions, or (system_prompt) before them",
+    )
+    parser.add_argument("--backend", default="hf", choices=["hf", "vllm"])
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
+    parser.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--max-prompt-tokens", type=int, default=2048, help="history is windowed to fit")
+    parser.add_argument("--batch-size", type=int, default=8, help="episodes played in lockstep")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--round", type=int, default=0, help="the experiential-learning round, for provenance")
+    parser.add_argument("--human", action="store_true", help="play at the keyboard instead of a model")
+    parser.add_argument(
+        "--eval", action="store_true",
+        help="report the pass rate on --split (validation or test) with and without the context, and record it",
+    )
+    return parser.parse_args(argv)
+
+
+def load_context(args: argparse.Namespace) -> Context | None:
+    if args.context:
+        if not args.context.is_file():
+            raise SystemExit(f"error: context file {args.context} does not exist")
+        return Context(args.context.read_text(encoding="utf-8"), args.context_kind, id=str(args.context))
+    if args.knowledge_from:
+        if not args.knowledge_from.is_file():
+            raise SystemExit(f"error: store {args.knowledge_from} does not exist")
+        with ExperienceStore.open(args.knowledge_from, readonly=True) as store:
+            selected = store.selected_knowledge_set(args.env)
+        if selected is None:
+            raise SystemExit(
+                f"error: {args.knowledge_from} has no selected knowledge set for env {args.env!r}; "
+                f"run `python -m experience_store reflect --store {args.knowledge_from} --env {args.env}` first"
+            )
+        return Context("\n".join(item.text for item in selected.items), "knowledge", id=selected.uuid)
+    return None
+
+
+def summary_table(title: str, episodes: list[Episode], stats: RolloutStats) -> Table:
+    table = Table(title=title)
+    for column in ("episodes", "success rate [95% CI]", "mean return", "mean turns", "tokens/s"):
+        table.add_column(column, justify="right")
+    n = len(episodes)
+    if n:
+        table.add_row(
+            str(n),
+            str(PassRate(sum(e.success for e in episodes), n)),
+            f"{sum(e.total_reward for e in episodes) / n:.2f}",
+            f"{sum(e.num_turns for e in episodes) / n:.1f}",
+            f"{stats.tokens_per_second:.1f}",
+        )
+    return table
+
+
+@contextmanager
+def live_view(total: int, stats: RolloutStats) -> Iterator[tuple[Progress, int, Callable[[Turn], None]]]:
+    """A progress bar with success rate and tokens/s, over a panel showing the latest turn."""
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console,
+    )
+    task = progress.add_task("episodes", total=total, status="")
+    panel = Panel("waiting for the first reply...", title="latest turn")
+    group = Group(progress, panel)
+
+    def show_turn(turn: Turn) -> None:
+        panel.renderable = Group(
+            Text(turn.observation[-600:], style="dim"),
+            Text(f"action: {turn.action!r}   reward: {turn.reward:g}", style="bold"),
+        )
+        progress.update(task, status=f"success {stats.successes}/{stats.episodes}  {stats.tokens_per_second:.1f} tok/s")
+
+    with Live(group, console=console, refresh_per_second=4):
+        yield progress, task, show_turn
+
+
+def play_with_model(args: argparse.Namespace, agent: Agent, store: ExperienceStore) -> list[Episode]:
+    stats = RolloutStats()
+    finished: list[Episode] = []
+    tasks = evaluation_tasks(args.env, args.split, args.episodes)
+    with live_view(len(tasks), stats) as (progress, task, show_turn):
+        try:
+            for episode in collect_episodes(
+                lambda: envs.make(args.env), agent, tasks, env_id=args.env,
+                batch_size=args.batch_size, round=args.round, stats=stats, on_turn=show_turn,
+            ):
+                store.add_episodes([episode])  # one transaction per episode: Ctrl-C keeps all finished ones
+                finished.append(episode)
+                progress.advance(task)
+        except KeyboardInterrupt:
+            console.print(f"[yellow]interrupted: {len(finished)} finished episodes are in {store.path}[/]")
+    console.print(summary_table(f"{args.env} ({args.split}), {agent.llm.name}", finished, stats))
+    return finished
+
+
+def play_human(args: argparse.Namespace, store: ExperienceStore) -> None:
+    env = envs.make(args.env)
+    console.print(Panel(env.instructions, title="instructions"))
+    for index in range(args.episodes):
+        task = evaluation_tasks(args.env, args.split, index + 1)[index]
+        observation, info = env.reset(options={"split": task.split, "index": task.index})
+        episode = Episode(env_id=args.env, task_id=str(info["task_id"]), split=args.split, model="human")
+        done = False
+        while not done:
+            console.print(Panel(observation, title=f"episode {index + 1}, turn {episode.num_turns + 1}"))
+            if info.get("admissible_actions"):
+                console.print("[dim]admissible: " + ", ".join(map(str, info["admissible_actions"][:20])))
+            try:
+                reply = console.input("[bold]> ")
+            except (EOFError, KeyboardInterrupt):
+                console.print("\n[yellow]left the game; finished episodes are stored[/]")
+                return
+            action = env.parse_action(reply)
+            prompt = [{"role": "system", "content": env.instructions}, {"role": "user", "content": observation}]
+            observation, reward, terminated, truncated, info = env.step(action)
+            episode.turns.append(Turn(episode.num_turns, prompt, reply, action, reward, observation))
+            episode.total_reward += reward
+            done = terminated or truncated
+        episode.success = bool(info["success"])
+        console.print(Panel(observation, title="won" if episode.success else "episode over"))
+        store.add_episodes([episode])
+
+
+def evaluate(args: argparse.Namespace, agent: Agent, store: ExperienceStore) -> None:
+    """Pass rate on the split without and (if given) with the context; recorded as a run in the store."""
+    table = Table(title=f"{args.env} {args.split} pass rate, {agent.llm.name}")
+    table.add_column("context")
+    table.add_column("pass rate [95% CI]", justify="right")
+    results: dict[str, dict[str, float]] = {}
+    contexts = [("none", None)] + ([("with context", agent.context)] if agent.context else [])
+    for label, context in contexts:
+        evaluated = Agent(agent.llm, agent.sampling, context, agent.max_prompt_tokens)
+        with console.status(f"evaluating {label}..."):
+            rate = pass_rate(
+                evaluated, args.env, args.split, args.episodes, batch_size=args.batch_size,
+                on_episode=lambda e: store.add_episodes([e]),
+            )
+        results[label] = rate.as_dict()
+        table.add_row(label, str(rate))
+    console.print(table)
+    run_id = store.create_run({"kind": "evaluation", **{k: str(v) for k, v in vars(args).items()}})
+    store.finish_run(run_id, "completed", evaluation=results)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        envs.spec(args.env)
+    except KeyError as err:
+        raise SystemExit(f"error: {err.args[0]}") from None
+    if args.eval and args.split == "train":
+        args.split = "validation"
+    try:
+        with ExperienceStore.open(args.store) as store:
+            if args.human:
+                play_human(args, store)
+                return
+            context = load_context(args)
+            with console.status(f"loading {args.model}..."):
+                llm = load_llm(args.model, backend=args.backend, dtype=args.dtype, device=args.device)
+            sampling = SamplingParams(
+                max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+            )
+            agent = Agent(llm, sampling, context, args.max_prompt_tokens)
+            (evaluate if args.eval else play_with_model)(args, agent, store)
+    except (StoreError, ModelNotFound, ValueError) as err:
+        console.print(f"[red]error:[/] {err}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
