@@ -1,11 +1,23 @@
-"""Shared test setup: a per-session cache folder, so tests never write to the user's cache."""
+"""Shared test setup: a per-session cache folder (tests never write to the user's cache) and tiny models.
+
+- ``default_tokenizer`` (session): the default model's tokenizer (ChatML template, pad = eos =
+  ``<|im_end|>``, left padding); the first use converts the default GGUF into the session cache.
+- ``tiny_llama`` (session): a randomly initialised 2-layer Llama (hidden 32) with the default tokenizer's
+  vocabulary, float32, CPU, eval mode, seeded. Shared: a test that changes it works on a ``copy.deepcopy``.
+- ``tiny_backend``: ``HFBackend.from_model(tiny_llama, default_tokenizer, name="tiny-llama")``.
+"""
 
 from __future__ import annotations
 
 import os
 
 import pytest
+import torch
 from hypothesis import settings
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
+
+from agents.hf_backend import HFBackend
+from agents.models import DEFAULT_MODEL, load_tokenizer
 
 settings.register_profile("default", deadline=None, max_examples=60, derandomize=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
@@ -17,3 +29,33 @@ def _session_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
         os.environ["OPCD_CACHE_DIR"] = os.environ["OPCD_TEST_CACHE_DIR"]
     else:
         os.environ["OPCD_CACHE_DIR"] = str(tmp_path_factory.mktemp("opcd-cache"))
+
+
+@pytest.fixture(scope="session")
+def default_tokenizer(_session_cache: None) -> PreTrainedTokenizerBase:
+    return load_tokenizer(DEFAULT_MODEL)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(default_tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:
+    config = LlamaConfig(
+        vocab_size=len(default_tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        initializer_range=0.5,  # peaked logits: greedy choices have clear margins, as in a trained model
+        tie_word_embeddings=True,
+        bos_token_id=default_tokenizer.bos_token_id,
+        eos_token_id=default_tokenizer.eos_token_id,
+        pad_token_id=default_tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config).eval()
+
+
+@pytest.fixture
+def tiny_backend(tiny_llama: LlamaForCausalLM, default_tokenizer: PreTrainedTokenizerBase) -> HFBackend:
+    return HFBackend.from_model(tiny_llama, default_tokenizer, name="tiny-llama")

@@ -1,0 +1,63 @@
+"""Rollout benchmark: batched lockstep rollouts against one ``generate`` call per episode turn.
+
+Run: ``python -m bench.rollout [--env sokoban] [--episodes 8] [--model smollm2-135m] [--vllm]``.
+Both sides play the same tasks with the same model under greedy decoding, in the same process; the
+naive side is the same rollout loop with a batch of one. Prints tokens/s for each and the ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from rich.console import Console
+from rich.table import Table
+
+import envs
+from agents.agent import Agent
+from agents.llm import LLM, SamplingParams, load_llm
+from agents.models import DEFAULT_MODEL
+from agents.rollout import RolloutStats, Task, collect_episodes
+
+
+def measure(llm: LLM, env: str, episodes: int, batch_size: int, max_new_tokens: int) -> tuple[float, int, float, int]:
+    """(completion tokens/s over the whole rollout, tokens, seconds, successes)."""
+    agent = Agent(llm, SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0))
+    stats = RolloutStats()
+    tasks = [Task("validation", i % envs.make(env).split_sizes["validation"]) for i in range(episodes)]
+    start = time.perf_counter()
+    done = list(collect_episodes(lambda: envs.make(env), agent, tasks, env_id=env, batch_size=batch_size, stats=stats))
+    seconds = time.perf_counter() - start
+    return stats.completion_tokens / seconds, stats.completion_tokens, seconds, sum(e.success for e in done)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--env", default="sokoban")
+    parser.add_argument("--episodes", type=int, default=8)
+    parser.add_argument("--model", default=DEFAULT_MODEL)
+    parser.add_argument("--max-new-tokens", type=int, default=64)
+    parser.add_argument("--vllm", action="store_true", help="also measure the vLLM backend (GPU)")
+    args = parser.parse_args(argv)
+    console = Console()
+
+    llm = load_llm(args.model)
+    measure(llm, args.env, 1, 1, 8)  # warm-up: first-call overheads out of both figures
+    rows = [
+        ("naive: one generate per episode turn", *measure(llm, args.env, args.episodes, 1, args.max_new_tokens)),
+        (f"lockstep: {args.episodes} envs batched", *measure(llm, args.env, args.episodes, args.episodes, args.max_new_tokens)),
+    ]
+    if args.vllm:
+        vllm = load_llm(args.model, backend="vllm", device="cuda")
+        rows.append(("vLLM lockstep", *measure(vllm, args.env, args.episodes, args.episodes, args.max_new_tokens)))
+    table = Table(title=f"{args.episodes} {args.env} episodes, {args.model}, greedy, {args.max_new_tokens} new tokens/turn")
+    for column in ("rollout", "tokens/s", "tokens", "seconds", "successes"):
+        table.add_column(column, justify="right")
+    for name, rate, tokens, seconds, successes in rows:
+        table.add_row(name, f"{rate:.1f}", str(tokens), f"{seconds:.1f}", str(successes))
+    console.print(table)
+    console.print(f"lockstep / naive tokens/s: [bold]{rows[1][1] / rows[0][1]:.2f}x[/] (target >= 4x on a 2-core CPU)")
+
+
+if __name__ == "__main__":
+    main()

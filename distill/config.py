@@ -1,0 +1,112 @@
+"""The distillation config: one dataclass whose fields carry their help text (the CLI is built from it)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from agents.models import DEFAULT_MODEL
+
+Method = Literal["opcd", "offpolicy", "sft"]
+TeacherMode = Literal["frozen", "live"]
+
+
+def _field(default: Any, help: str, **kwargs: Any) -> Any:
+    return field(default=default, metadata={"help": help, **kwargs})
+
+
+@dataclass
+class DistillConfig:
+    """Every knob of a distillation run; defaults run on a 2-core CPU with the default model."""
+
+    env: str = _field("math", "env whose train split the student practises on")
+    model: str = _field(DEFAULT_MODEL, "the student: named model, local folder or Hugging Face id")
+    teacher: str | None = _field(None, "a larger frozen teacher sharing the student's tokenizer (cross-size)")
+    teacher_mode: TeacherMode = _field(
+        "frozen", "frozen: the initial student (LoRA: adapters disabled); live: the student itself (worse in the paper)"
+    )
+    method: Method = _field(
+        "opcd", "opcd: on-policy reverse KL; offpolicy: teacher samples, student learns its top-k; sft: fine-tune on teacher samples"
+    )
+    steps: int = _field(30, "optimizer steps")
+    episodes_per_step: int = _field(4, "episodes sampled per step (every turn of a game is a sample)")
+    max_new_tokens: int = _field(96, "reply length cap per turn, in tokens")
+    temperature: float = _field(0.7, "sampling temperature; both sides' logits are divided by it in the loss")
+    top_p: float = _field(1.0, "nucleus sampling for the training replies")
+    max_prompt_tokens: int = _field(1536, "the student's prompt budget (game history is windowed to fit)")
+    lr: float = _field(1e-4, "AdamW learning rate, constant (LoRA; use ~1e-6..5e-6 for full fine-tuning)")
+    weight_decay: float = _field(0.01, "AdamW weight decay")
+    grad_clip: float = _field(1.0, "gradient-norm clip")
+    lora_r: int = _field(16, "LoRA rank; 0 = full fine-tuning (the teacher is then a frozen copy)")
+    lora_alpha: int = _field(32, "LoRA alpha")
+    kl_top_k: int = _field(0, "0 = full-vocabulary KL; k > 0 = the student's top-k tokens (the paper: 256)")
+    topk_mode: Literal["renormalize", "tail", "truncated"] = _field(
+        "renormalize", "top-k only: renormalize (proper KL), tail (k+1 buckets), truncated (the paper's code; not a divergence)"
+    )
+    reduction: Literal["token_mean", "sequence_mean"] = _field(
+        "token_mean", "token_mean (the reference code) or sequence_mean (the paper's equation)"
+    )
+    loss_chunk_size: int = _field(256, "positions per chunk in the loss (bounds memory)")
+    eval_every: int = _field(10, "evaluate every N steps (0 = only before and after)")
+    eval_tasks: int = _field(40, "test tasks per evaluation")
+    eval_split: str = _field("test", "split for evaluation")
+    ood_env: str | None = _field(None, "a second env evaluated as the out-of-distribution check")
+    eval_max_new_tokens: int = _field(128, "reply length cap when evaluating")
+    save_every: int = _field(10, "checkpoint every N steps (and at the end)")
+    merge_lora: bool = _field(False, "also save the LoRA-merged model (a plain Hugging Face folder)")
+    out_dir: Path = _field(Path("runs/distill"), "where checkpoints, the metrics JSONL and plots go")
+    seed: int = _field(0, "seed for task order, sampling and initialisation")
+    device: str = _field("cpu", "cpu, cuda, cuda:N or auto")
+    dtype: str = _field("float32", "float32, bfloat16 or float16")
+    backend: Literal["hf", "vllm"] = _field("hf", "engine for the student's sampling")
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        for name in ("steps", "episodes_per_step", "max_new_tokens", "eval_tasks", "loss_chunk_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("eval_every", "save_every", "lora_r", "kl_top_k"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0 (the loss divides by it), got {self.temperature}")
+        if self.teacher is not None and self.teacher_mode == "live":
+            raise ValueError("--teacher names a separate frozen model; it cannot be combined with --teacher-mode live")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    @property
+    def uses_lora(self) -> bool:
+        return self.lora_r > 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def add_arguments(parser: argparse.ArgumentParser, cls: type = DistillConfig) -> None:
+    """One ``--flag`` per field of ``cls``, with its help, type, choices and default."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        hint = hints[f.name]
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        if hint is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=f.metadata["help"])
+            continue
+        args = typing.get_args(hint)
+        if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
+            hint = next(a for a in args if a is not type(None))
+            args = typing.get_args(hint)
+        choices = list(args) if typing.get_origin(hint) is Literal else None
+        kind = str if choices else hint
+        parser.add_argument(flag, type=kind, choices=choices, default=default, help=f"{f.metadata['help']} (default: {default})")
+
+
+def from_arguments(namespace: argparse.Namespace, cls: type = DistillConfig) -> Any:
+    """Build ``cls`` from the parsed flags that ``add_arguments`` declared."""
+    return cls(**{f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)})

@@ -1,0 +1,233 @@
+"""The distillation trainer: OPCD and its baselines, one optimizer step at a time.
+
+An OPCD step (``Distiller.step``), as in the paper:
+
+1. the student samples episodes of the env's train split WITHOUT the context, with its current weights
+   (for games every turn of an episode is a sample);
+2. the frozen teacher scores exactly those reply tokens WITH the context in its system message (the
+   shared context prefix is computed once and its key/value cache reused for every sample);
+3. the loss is the per-token reverse KL(student || teacher) on the reply tokens;
+4. one AdamW step with gradient clipping. No gradient flows through sampling; no PPO ratio.
+
+Baselines change steps 1-3: ``offpolicy`` lets the teacher (with the context) sample and the student
+learn the teacher's top-k distribution (forward KL); ``sft`` fine-tunes on the teacher's samples.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+import envs
+from agents.agent import Agent, Context, with_context, without_context
+from agents.hf_backend import HFBackend, chat_prompt_ids
+from agents.llm import LLM, SamplingParams
+from agents.records import Episode, Message
+from agents.rollout import Task, collect_episodes
+from distill.config import DistillConfig
+from distill.losses import LossOutput, PerTokenLoss, chunked_loss, forward_kl_teacher_topk, reverse_kl, token_nll
+from distill.sequences import decoder_hidden, pack, shared_prefix_hidden
+
+
+@dataclass
+class Sample:
+    """One reply to learn from: the prompt without and with the context, and the reply's token ids."""
+
+    student_messages: list[Message]
+    teacher_messages: list[Message]
+    reply_ids: list[int]
+
+
+def per_token_loss(config: DistillConfig) -> PerTokenLoss:
+    """The per-token loss of ``config.method`` (see ``distill.losses``)."""
+    top_k = config.kl_top_k or None
+    if config.method == "opcd":
+        kl = partial(reverse_kl, top_k=top_k, topk_mode=config.topk_mode, temperature=config.temperature)
+        return lambda student, teacher, targets: kl(student, teacher)
+    if config.method == "offpolicy":
+        kl = partial(forward_kl_teacher_topk, top_k=top_k or 256, topk_mode=config.topk_mode, temperature=config.temperature)
+        return lambda student, teacher, targets: kl(student, teacher)
+    if config.method == "sft":
+        return lambda student, teacher, targets: token_nll(student, targets)
+    raise ValueError(f"unknown method {config.method!r}")
+
+
+def check_same_tokenizer(student: PreTrainedTokenizerBase, teacher: PreTrainedTokenizerBase) -> None:
+    """Teacher log-probs are read at the student's token ids: the vocabularies must be identical."""
+    if student.get_vocab() != teacher.get_vocab():
+        raise ValueError(
+            f"the teacher's tokenizer differs from the student's ({len(teacher)} vs {len(student)} tokens): "
+            "cross-size distillation needs one tokenizer, e.g. two sizes of one model family"
+        )
+
+
+class Distiller:
+    """Holds the student (LoRA by default), the teacher, the optimizer, and runs steps."""
+
+    def __init__(
+        self,
+        config: DistillConfig,
+        student: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        context: Context,
+        teacher: PreTrainedModel | None = None,
+        teacher_tokenizer: PreTrainedTokenizerBase | None = None,
+    ) -> None:
+        self.config, self.tokenizer, self.context = config, tokenizer, context
+        torch.manual_seed(config.seed)
+        if teacher is not None:
+            check_same_tokenizer(tokenizer, teacher_tokenizer or tokenizer)
+        elif not config.uses_lora and config.teacher_mode == "frozen":
+            teacher = _frozen_copy(student)
+        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
+        if config.uses_lora:
+            lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules="all-linear", lora_dropout=0.0)
+            student = get_peft_model(student, lora)
+        self.student = student
+        self.trainable = [p for p in student.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=config.lr, weight_decay=config.weight_decay)
+        self.per_token = per_token_loss(config)
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.step_count = 0
+
+    # -- the models behind each role ----------------------------------------------------------------
+
+    @contextmanager
+    def teacher_model(self) -> Iterator[PreTrainedModel]:
+        """The teacher's weights: a separate frozen model, the student with LoRA disabled, or the live student."""
+        if self.teacher is not None:
+            yield self.teacher
+        elif self.config.teacher_mode == "live":
+            yield self.student
+        else:
+            with self.student.disable_adapter():
+                yield self.student
+
+    def llm(self, model: PreTrainedModel) -> LLM:
+        return HFBackend.from_model(model, self.tokenizer, name=self.config.model)
+
+    def sampling(self, step: int, temperature: float | None = None, max_new_tokens: int | None = None) -> SamplingParams:
+        return SamplingParams(
+            max_new_tokens=max_new_tokens or self.config.max_new_tokens,
+            temperature=self.config.temperature if temperature is None else temperature,
+            top_p=self.config.top_p,
+            seed=(self.config.seed * 1_000_003 + step) * 64 + _rank(),
+        )
+
+    # -- one step -------------------------------------------------------------------------------------
+
+    def train_tasks(self, step: int) -> list[Task]:
+        """The step's tasks: a function of (seed, step) only, so a resumed run replays the same ones."""
+        size = envs.make(self.config.env).split_sizes["train"]
+        rng = np.random.default_rng([self.config.seed, step, _rank()])
+        return [Task("train", int(i)) for i in rng.integers(size, size=self.config.episodes_per_step)]
+
+    def episodes(self, agent: Agent, step: int) -> list[Episode]:
+        return list(
+            collect_episodes(
+                lambda: envs.make(self.config.env), agent, self.train_tasks(step),
+                env_id=self.config.env, batch_size=self.config.episodes_per_step,
+            )
+        )
+
+    def sample(self, step: int) -> list[Sample]:
+        """OPCD: the student samples without the context. Baselines: the teacher samples with it."""
+        params = self.sampling(step)
+        if self.config.method == "opcd":
+            agent = Agent(self.llm(self.student), params, None, self.config.max_prompt_tokens)
+            episodes = self.episodes(agent, step)
+            return [
+                Sample(t.prompt_messages, with_context(t.prompt_messages, self.context), t.reply_token_ids)
+                for e in episodes for t in e.turns if t.reply_token_ids
+            ]
+        with self.teacher_model() as teacher:
+            agent = Agent(self.llm(teacher), params, self.context, self.config.max_prompt_tokens)
+            episodes = self.episodes(agent, step)
+        return [
+            Sample(without_context(t.prompt_messages, self.context), t.prompt_messages, t.reply_token_ids)
+            for e in episodes for t in e.turns if t.reply_token_ids
+        ]
+
+    def loss(self, samples: list[Sample]) -> LossOutput:
+        """Score ``samples``: the teacher with the context (no grad), the student without (with grad)."""
+        replies = [s.reply_ids for s in samples]
+        teacher = None
+        if self.config.method != "sft":
+            teacher_prompts = [chat_prompt_ids(self.tokenizer, s.teacher_messages) for s in samples]
+            with self.teacher_model() as model:
+                hidden, packed = shared_prefix_hidden(model, teacher_prompts, replies, self.pad_id)
+                teacher = (hidden, packed.predict_mask, model.get_output_embeddings())
+        student = pack([chat_prompt_ids(self.tokenizer, s.student_messages) for s in samples], replies, self.pad_id)
+        return chunked_loss(
+            self.per_token,
+            decoder_hidden(self.student, student),
+            student.predict_mask,
+            self.student.get_output_embeddings(),
+            student.targets,
+            teacher,
+            reduction=self.config.reduction,
+            chunk_size=self.config.loss_chunk_size,
+            temperature=self.config.temperature,
+        )
+
+    def step(self) -> dict[str, float]:
+        """Sample, score, one optimizer step; returns the step's metrics."""
+        started = time.perf_counter()
+        samples = self.sample(self.step_count)
+        if not samples:
+            raise RuntimeError(f"step {self.step_count}: the sampler produced no reply tokens to learn from")
+        sampled = time.perf_counter()
+        self.student.train()
+        out = self.loss(samples)
+        self.optimizer.zero_grad(set_to_none=True)
+        out.loss.backward()
+        _average_gradients(self.trainable)
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.config.grad_clip)
+        self.optimizer.step()
+        self.student.eval()
+        self.step_count += 1
+        reply_tokens = out.token_loss.numel()
+        return {
+            "loss": out.loss.item(),
+            "kl_token_mean": out.token_loss.mean().item(),
+            "kl_negative_fraction": (out.token_loss < 0).float().mean().item(),
+            "student_entropy": out.student_entropy.mean().item(),
+            "grad_norm": float(grad_norm),
+            "samples": float(len(samples)),
+            "reply_tokens": float(reply_tokens),
+            "seconds_sample": sampled - started,
+            "seconds_update": time.perf_counter() - sampled,
+        }
+
+
+def _rank() -> int:
+    """This process's index under data parallelism (0 when alone)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return 0
+
+
+def _frozen_copy(model: PreTrainedModel) -> PreTrainedModel:
+    """A frozen duplicate of ``model`` (the teacher of full fine-tuning)."""
+    return copy.deepcopy(model).eval().requires_grad_(False)
+
+
+def _average_gradients(parameters: list[torch.nn.Parameter]) -> None:
+    """Data parallelism (``accelerate launch``): every process's gradients become their mean."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    world = torch.distributed.get_world_size()
+    for p in parameters:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+        torch.distributed.all_reduce(p.grad)
+        p.grad /= world

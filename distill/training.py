@@ -1,0 +1,157 @@
+"""A whole distillation run: load models, evaluate, step, checkpoint, resume, log, plot, record.
+
+``train(config, context)`` is what ``python -m distill.run`` calls; library users call it directly.
+Evaluation (greedy, on ``config.eval_split``) runs before the first step, every ``eval_every`` steps
+and after the last one, in three columns: the student without the context (what distillation should
+raise), the student with the context (at step 0: the in-context baseline), and the student on a second
+env (``ood_env``: does it keep what it could do?).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agents.agent import Agent, Context
+from agents.evaluate import pass_rate
+from agents.llm import SamplingParams
+from agents.models import load_model
+from distill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from distill.config import DistillConfig
+from distill.plots import plot_run
+from distill.trainer import Distiller
+from experience_store import ExperienceStore
+
+EvalResults = dict[str, dict[str, float]]  # column -> PassRate.as_dict()
+
+
+class MetricsLog:
+    """Append-only JSONL of ``{"step": n, "<namespace>/<name>": value, ...}`` records."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+    def append(self, record: dict[str, Any]) -> None:
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def records(self) -> list[dict[str, Any]]:
+        if not self.path.is_file():
+            return []
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def keep_until(self, step: int) -> None:
+        """Drop records after ``step`` (a resumed run redoes them)."""
+        kept = [r for r in self.records() if r["step"] <= step]
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+        tmp.replace(self.path)
+
+
+@dataclass
+class TrainingResult:
+    """What a run produced: evaluations before and after, the final checkpoint and the run's id."""
+
+    before: EvalResults
+    after: EvalResults
+    checkpoint: Path
+    run_id: str | None
+    metrics_path: Path
+
+
+def evaluate(distiller: Distiller, config: DistillConfig) -> EvalResults:
+    """Greedy pass rates of the current student: without context, with it, and on the OOD env."""
+    llm = distiller.llm(distiller.student)
+    params = SamplingParams(max_new_tokens=config.eval_max_new_tokens, temperature=0.0)
+    columns: list[tuple[str, str, Context | None]] = [
+        ("student", config.env, None),
+        ("student_with_context", config.env, distiller.context),
+    ]
+    if config.ood_env:
+        columns.append(("ood", config.ood_env, None))
+    results: EvalResults = {}
+    for name, env, context in columns:
+        agent = Agent(llm, params, context, config.max_prompt_tokens)
+        results[name] = pass_rate(agent, env, config.eval_split, config.eval_tasks).as_dict()
+    return results
+
+
+def train(
+    config: DistillConfig,
+    context: Context,
+    *,
+    store: ExperienceStore | None = None,
+    resume: bool = False,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+    on_eval: Callable[[int, EvalResults], None] | None = None,
+) -> TrainingResult:
+    """Run (or resume) a distillation run as ``config`` says; see the module docstring."""
+    student, tokenizer = load_model(config.model, dtype=config.dtype, device=config.device)  # type: ignore[arg-type]
+    teacher = teacher_tokenizer = None
+    if config.teacher:
+        teacher, teacher_tokenizer = load_model(config.teacher, dtype=config.dtype, device=config.device)  # type: ignore[arg-type]
+    distiller = Distiller(config, student, tokenizer, context, teacher, teacher_tokenizer)
+    log = MetricsLog(config.out_dir / "metrics.jsonl")
+    is_main = not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+
+    run_id: str | None = None
+    checkpoint = latest_checkpoint(config.out_dir) if resume else None
+    if checkpoint is not None:
+        run_id = load_checkpoint(distiller, checkpoint).get("run_id")
+        if is_main:
+            log.keep_until(distiller.step_count)
+    elif is_main and log.records():
+        raise FileExistsError(f"{config.out_dir} holds an earlier run; pass --resume to continue it or choose another --out-dir")
+    if store is not None and run_id is None and is_main:
+        run_id = store.create_run({**config.to_dict(), "context_id": context.id, "context_kind": context.kind})
+
+    def record(step: int, metrics: dict[str, float]) -> None:
+        if not is_main:
+            return
+        log.append({"step": step, **metrics})
+        if store is not None and run_id is not None:
+            store.log_run_metrics(run_id, step, metrics)
+
+    def evaluation(step: int) -> None:
+        if not is_main:
+            return
+        results = evaluate(distiller, config)
+        record(step, {f"eval/{name}": r["rate"] for name, r in results.items()})
+        log.append({"step": step, "eval_detail": results})
+        if on_eval:
+            on_eval(step, results)
+
+    try:
+        if distiller.step_count == 0:
+            evaluation(0)
+        while distiller.step_count < config.steps:
+            metrics = distiller.step()
+            step = distiller.step_count
+            record(step, {f"train/{k}": v for k, v in metrics.items()})
+            if on_step:
+                on_step(step, metrics)
+            if config.eval_every and step % config.eval_every == 0 and step < config.steps:
+                evaluation(step)
+            if is_main and config.save_every and step % config.save_every == 0 and step < config.steps:
+                save_checkpoint(distiller, config.out_dir, {"run_id": run_id})
+        evaluation(distiller.step_count)
+        final = save_checkpoint(distiller, config.out_dir, {"run_id": run_id}) if is_main else config.out_dir
+    except BaseException as err:
+        if store is not None and run_id is not None and is_main:
+            store.finish_run(run_id, "cancelled" if isinstance(err, KeyboardInterrupt) else "failed")
+        raise
+
+    details = [r for r in log.records() if "eval_detail" in r]
+    before, after = details[0]["eval_detail"], details[-1]["eval_detail"]
+    if is_main:
+        plot_run(log.records(), config.out_dir)
+        if store is not None and run_id is not None:
+            store.finish_run(run_id, "completed", final, {"before": before, "after": after})
+    return TrainingResult(before, after, Path(final), run_id, log.path)

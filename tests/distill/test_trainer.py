@@ -1,0 +1,166 @@
+"""The OPCD trainer on tiny real models: a step lowers the loss, a context fact is internalised,
+resume replays the same step, cross-size teachers, the off-policy and SFT baselines."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
+
+import envs
+from agents.agent import Context, build_messages
+from agents.hf_backend import chat_prompt_ids
+from distill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from distill.config import DistillConfig
+from distill.trainer import Distiller
+from envs.base import TextEnv
+
+QUESTION = "Which colour is the secret?"
+FACT = Context("The secret colour is blue.", "knowledge", id="fact")
+ANSWER = " blue"
+DECOY = " red"
+
+
+class SecretEnv(TextEnv):
+    """One question whose answer only the context holds."""
+
+    split_sizes = {"train": 4, "validation": 2, "test": 2}
+    instructions = "Answer in one word."
+
+    def _reset_task(self, split: str, index: int) -> tuple[str, dict[str, Any]]:
+        return QUESTION, {"task_id": "secret"}
+
+    def _step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
+        won = "blue" in action.lower()
+        return "done", float(won), True, False, {"task_id": "secret", "success": won}
+
+    def parse_action(self, reply: str) -> str:
+        return reply.strip()
+
+    def reference_solution(self) -> list[str]:
+        return ["blue"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def secret_env() -> None:
+    envs.register("secret", SecretEnv, override=True)
+    yield
+    envs.unregister("secret")
+
+
+def config(**overrides: Any) -> DistillConfig:
+    base = dict(env="secret", model="tiny", episodes_per_step=4, max_new_tokens=3, temperature=1.0, lr=5e-3, lora_r=8, seed=0)
+    return DistillConfig(**{**base, **overrides})
+
+
+def prompt(tokenizer: PreTrainedTokenizerBase, context: Context | None) -> list[int]:
+    return chat_prompt_ids(tokenizer, build_messages(SecretEnv.instructions, [], QUESTION, context))
+
+
+def answer_logprob(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, context: Context | None, word: str) -> float:
+    """log p(first token of ``word`` | prompt) under ``model``."""
+    ids = prompt(tokenizer, context)
+    token = tokenizer(word, add_special_tokens=False)["input_ids"][0]
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([ids])).logits[0, -1]
+    return torch.log_softmax(logits.float(), -1)[token].item()
+
+
+@pytest.fixture(scope="module")
+def context_sensitive_model(tiny_llama: LlamaForCausalLM, default_tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:
+    """A tiny model taught that the answer is 'blue' WITH the fact in context and 'red' without it."""
+    model = copy.deepcopy(tiny_llama).train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    rows = []
+    for context, word in ((FACT, ANSWER), (None, DECOY)):
+        ids = prompt(default_tokenizer, context)
+        rows.append((ids, default_tokenizer(word, add_special_tokens=False)["input_ids"][0]))
+    for _ in range(60):
+        loss = sum(
+            torch.nn.functional.cross_entropy(model(input_ids=torch.tensor([ids])).logits[0, -1:], torch.tensor([target]))
+            for ids, target in rows
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()
+    assert answer_logprob(model, default_tokenizer, FACT, ANSWER) > -0.5
+    assert answer_logprob(model, default_tokenizer, None, ANSWER) < -3
+    return model
+
+
+def test_one_step_lowers_the_loss_on_a_fixed_batch(context_sensitive_model, default_tokenizer) -> None:
+    distiller = Distiller(config(), copy.deepcopy(context_sensitive_model), default_tokenizer, FACT)
+    samples = distiller.sample(0)
+    assert samples and all(s.reply_ids for s in samples)
+    before = distiller.loss(samples).loss.item()
+    distiller.optimizer.zero_grad()
+    distiller.loss(samples).loss.backward()
+    distiller.optimizer.step()
+    with torch.no_grad():
+        after = distiller.loss(samples).loss.item()
+    assert before > 0 and after < before
+
+
+def test_opcd_internalises_the_context_fact(context_sensitive_model, default_tokenizer) -> None:
+    distiller = Distiller(config(), copy.deepcopy(context_sensitive_model), default_tokenizer, FACT)
+    start = answer_logprob(distiller.student, default_tokenizer, None, ANSWER)
+    for _ in range(25):
+        metrics = distiller.step()
+        assert metrics["loss"] >= 0 and torch.isfinite(torch.tensor(metrics["loss"]))
+    end = answer_logprob(distiller.student, default_tokenizer, None, ANSWER)
+    assert end > start + 2.0, f"log p(answer | no context) went {start:.2f} -> {end:.2f}"
+    # the teacher (adapters disabled) is untouched
+    with distiller.teacher_model() as teacher:
+        assert answer_logprob(teacher, default_tokenizer, None, ANSWER) == pytest.approx(start, abs=1e-4)
+
+
+def test_resume_replays_the_same_next_step(context_sensitive_model, default_tokenizer, tmp_path) -> None:
+    cfg = config(out_dir=tmp_path)
+    uninterrupted = Distiller(cfg, copy.deepcopy(context_sensitive_model), default_tokenizer, FACT)
+    for _ in range(2):
+        uninterrupted.step()
+    save_checkpoint(uninterrupted, tmp_path, {"run_id": "r"})
+    expected = uninterrupted.step()
+
+    resumed = Distiller(cfg, copy.deepcopy(context_sensitive_model), default_tokenizer, FACT)
+    extra = load_checkpoint(resumed, latest_checkpoint(tmp_path))
+    assert extra == {"run_id": "r"} and resumed.step_count == 2
+    got = resumed.step()
+    assert got["loss"] == pytest.approx(expected["loss"], rel=1e-5)
+    for a, b in zip(uninterrupted.trainable, resumed.trainable):
+        assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_cross_size_teacher_and_tokenizer_mismatch(context_sensitive_model, tiny_llama, default_tokenizer) -> None:
+    teacher = copy.deepcopy(context_sensitive_model)
+    distiller = Distiller(config(lora_r=0, lr=1e-3), copy.deepcopy(tiny_llama), default_tokenizer, FACT, teacher, default_tokenizer)
+    assert distiller.teacher is teacher and not any(p.requires_grad for p in teacher.parameters())
+    assert distiller.step()["loss"] > 0
+    other = copy.deepcopy(default_tokenizer)
+    other.add_tokens(["<not-in-the-student>"])
+    with pytest.raises(ValueError, match="tokenizer"):
+        Distiller(config(), copy.deepcopy(tiny_llama), default_tokenizer, FACT, teacher, other)
+
+
+@pytest.mark.parametrize("method", ["offpolicy", "sft"])
+def test_baselines_learn_from_teacher_samples(method, context_sensitive_model, default_tokenizer) -> None:
+    distiller = Distiller(config(method=method, temperature=0.7), copy.deepcopy(context_sensitive_model), default_tokenizer, FACT)
+    samples = distiller.sample(0)
+    # the teacher sampled WITH the context; the student's view has it removed
+    assert all(FACT.text in s.teacher_messages[0]["content"] for s in samples)
+    assert all(FACT.text not in s.student_messages[0]["content"] for s in samples)
+    start = answer_logprob(distiller.student, default_tokenizer, None, ANSWER)
+    for _ in range(10):
+        distiller.step()
+    assert answer_logprob(distiller.student, default_tokenizer, None, ANSWER) > start + 1.0
+
+
+def test_live_teacher_is_the_student_itself(context_sensitive_model, default_tokenizer) -> None:
+    distiller = Distiller(config(teacher_mode="live"), copy.deepcopy(context_sensitive_model), default_tokenizer, FACT)
+    with distiller.teacher_model() as teacher:
+        assert teacher is distiller.student
+    assert distiller.step()["loss"] >= 0
