@@ -7,7 +7,7 @@ rest of the project only sees this module. ``load_llm`` picks the backend by nam
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from agents.records import Message
 
@@ -58,3 +58,25 @@ class LLM(Protocol):
     def count_tokens(self, conversation: list[Message]) -> int:
         """Prompt length in tokens of ``conversation`` under the chat template (with the generation prompt)."""
         ...
+
+
+def load_llm(
+    name: str, *, backend: Literal["hf", "vllm"] = "hf", dtype: str = "auto", device: str = "auto", **kwargs: Any
+) -> LLM:
+    """An ``LLM`` for model ``name`` (resolved by ``agents.models``, e.g. its ``DEFAULT_MODEL``).
+
+    ``dtype``: float32 / bfloat16 / float16 / auto. ``device`` (hf only; vLLM places the model on its GPU
+    itself): cpu / cuda / cuda:N / auto. ``kwargs`` go to the backend's constructor (``max_batch_size``,
+    ``max_batch_tokens`` for hf; engine arguments for vLLM). Backends are imported only when asked for.
+    """
+    if backend == "hf":
+        from agents.hf_backend import HFBackend
+
+        return HFBackend(name, dtype=dtype, device=device, **kwargs)  # type: ignore[arg-type]
+    if backend == "vllm":
+        if device not in ("auto", "cuda"):
+            raise ValueError(f"the vllm backend places the model itself; device must be auto or cuda, got {device!r}")
+        from agents.vllm_backend import VLLMBackend
+
+        return VLLMBackend(name, dtype=dtype, **kwargs)
+    raise ValueError(f"backend must be 'hf' or 'vllm', got {backend!r}")

@@ -26,6 +26,7 @@ class Turn:
     observation: str  # the observation returned after the action
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    reply_token_ids: list[int] = field(default_factory=list)  # the sampled tokens, for exact re-scoring
 
 
 @dataclass

@@ -109,6 +109,7 @@ def collect_episodes(
                     observation=observation,
                     prompt_tokens=len(generation.prompt_token_ids),
                     completion_tokens=len(generation.token_ids),
+                    reply_token_ids=list(generation.token_ids),
                 )
                 stats.completion_tokens += turn.completion_tokens
                 slot.turns.append(turn)

@@ -1,7 +1,7 @@
 """Shared test setup: a per-session cache folder (tests never write to the user's cache) and tiny models.
 
 - ``default_tokenizer`` (session): the default model's tokenizer (ChatML template, pad = eos =
-  ``<|im_end|>``, left padding); the first use converts the default GGUF into the session cache.
+  ``<|im_end|>``, left padding), read from the default GGUF (a few seconds, once per session).
 - ``tiny_llama`` (session): a randomly initialised 2-layer Llama (hidden 32) with the default tokenizer's
   vocabulary, float32, CPU, eval mode, seeded. Shared: a test that changes it works on a ``copy.deepcopy``.
 - ``tiny_backend``: ``HFBackend.from_model(tiny_llama, default_tokenizer, name="tiny-llama")``.

@@ -25,7 +25,7 @@ ADVERSARIAL_ACTIONS: list[Any] = [
     "[up]\n[down]" * 1000,
     "Answer: " + "9" * 50_000,
 ]
-SAMPLE = 8  # tasks per split checked for disjointness / determinism in big pools
+SAMPLE = 4  # tasks per split checked for disjointness / determinism in big pools
 
 
 def builtin_envs() -> list[str]:

