@@ -32,6 +32,7 @@ from agents.rollout import RolloutStats, collect_episodes
 from experience_store import ExperienceStore, StoreError
 
 console = Console()
+errors = Console(stderr=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -213,7 +214,7 @@ def main(argv: list[str] | None = None) -> None:
             agent = Agent(llm, sampling, context, args.max_prompt_tokens)
             (evaluate if args.eval else play_with_model)(args, agent, store)
     except (StoreError, ModelNotFound, ValueError) as err:
-        console.print(f"[red]error:[/] {err}")
+        errors.print(f"[red]error:[/] {err}")
         sys.exit(2)
 
 

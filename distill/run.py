@@ -28,6 +28,7 @@ from distill.training import EvalResults, train
 from experience_store import ExperienceStore, StoreError
 
 console = Console()
+errors = Console(stderr=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> None:
         console.print(f"checkpoint: {result.checkpoint}  (play it: python -m agents.play --model {result.checkpoint} --env {config.env})")
         console.print(f"metrics: {result.metrics_path}, plots: {config.out_dir}/training.png, {config.out_dir}/evaluation.png")
     except (StoreError, ModelNotFound, ValueError, KeyError, FileExistsError) as err:
-        console.print(f"[red]error:[/] {err.args[0] if isinstance(err, KeyError) else err}")
+        errors.print(f"[red]error:[/] {err.args[0] if isinstance(err, KeyError) else err}")
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted: resume with --resume (from the last checkpoint)[/]")

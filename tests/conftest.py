@@ -59,3 +59,12 @@ def tiny_llama(default_tokenizer: PreTrainedTokenizerBase) -> LlamaForCausalLM:
 @pytest.fixture
 def tiny_backend(tiny_llama: LlamaForCausalLM, default_tokenizer: PreTrainedTokenizerBase) -> HFBackend:
     return HFBackend.from_model(tiny_llama, default_tokenizer, name="tiny-llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_llama: LlamaForCausalLM, default_tokenizer: PreTrainedTokenizerBase, tmp_path_factory) -> str:
+    """``tiny_llama`` saved as a Hugging Face folder: a model name every CLI accepts."""
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    tiny_llama.save_pretrained(folder)
+    default_tokenizer.save_pretrained(folder)
+    return str(folder)
