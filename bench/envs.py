@@ -20,20 +20,28 @@ import envs
 from envs.math_check import answers_match
 from envs.textworld_env import DIFFICULTIES, generate_game
 
-TYPICAL_ANSWERS: list[tuple[str, str]] = [
-    ("42", "42"),
-    ("-17", "-17"),
-    ("3/4", "0.75"),
-    ("\\frac{3}{4}", "3/4"),
-    ("1,234", "1234"),
-    ("2.50", "2.5"),
-    ("$12", "12"),
-    ("50%", "0.5"),
-    ("x = 3", "3"),
-    ("7", "8"),
-    ("2*x + 2", "2*(x + 1)"),
-    ("(1, 2)", "(1, 2)"),
-]
+
+
+def typical_answers(n: int) -> list[tuple[str, str]]:
+    """``n`` distinct (candidate, gold) pairs of the kinds models write: no two alike, so no cache hits."""
+    rng = np.random.default_rng(0)
+    pairs = []
+    for i in range(n):
+        a, b = int(rng.integers(1, 10_000)), int(rng.integers(2, 97))
+        pairs += [
+            (str(a + i), str(a + i)),
+            (f"{a}/{b}", f"{a / b:.12f}"),
+            (f"\\frac{{{a}}}{{{b}}}", f"{a}/{b}"),
+            (f"{a + i:,}", str(a + i)),
+            (f"${a}.50", f"{a}.5"),
+            (f"{b}%", f"{b / 100}"),
+            (f"x = {a - i}", str(a - i)),
+            (f"{a}*x + {b}", f"{b} + {a}*x"),
+            (f"({a}, {b})", f"({a}, {b + 1})"),
+        ]
+    return pairs[:n]
+
+
 ADVERSARIAL_ANSWERS: dict[str, str] = {
     "power tower 9**9**9**9": "9**9**9**9",
     "__import__ trick": "__import__('os').system('echo pwned')",
@@ -71,14 +79,13 @@ def env_throughput(name: str, episodes: int) -> tuple[float, float]:
     return episodes / reset_time, steps / step_time
 
 
-def checker_throughput(seconds: float) -> float:
-    """Checks per second on typical answers, one thread."""
-    count, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        for candidate, gold in TYPICAL_ANSWERS:
-            answers_match(candidate, gold)
-        count += len(TYPICAL_ANSWERS)
-    return count / (time.perf_counter() - start)
+def checker_throughput(n: int) -> float:
+    """Checks per second on ``n`` distinct typical answers, one thread."""
+    pairs = typical_answers(n)
+    start = time.perf_counter()
+    for candidate, gold in pairs:
+        answers_match(candidate, gold)
+    return n / (time.perf_counter() - start)
 
 
 def adversarial_times() -> dict[str, tuple[float, bool, float]]:
@@ -92,7 +99,7 @@ def adversarial_times() -> dict[str, tuple[float, bool, float]]:
 
         def run(answer: str = answer) -> None:
             t0 = time.perf_counter()
-            answers_match(answer, "42")
+            answers_match(answer, "43")  # another gold: no cached verdict from the main-thread call
             box.append(time.perf_counter() - t0)
 
         thread = threading.Thread(target=run)
@@ -133,20 +140,20 @@ def main(argv: list[str] | None = None) -> None:
         table.add_row(name, f"{resets:,.0f}", f"{steps:,.0f}")
     console.print(table)
 
-    rate = checker_throughput(1.0 if args.quick else 3.0)
+    rate = checker_throughput(2_000 if args.quick else 20_000)
     console.print(f"Math checker on typical answers: [bold]{rate:,.0f} checks/s[/] (one core; target >= 1,000)")
     table = Table(title="Math checker on adversarial answers (target < 1 s each, verdict False)")
-    for column in ("input", "main thread s", "worker thread s", "verdict"):
+    for column in ("input", "main thread ms", "worker thread ms", "verdict"):
         table.add_column(column, justify="right")
     for label, (main_s, verdict, thread_s) in adversarial_times().items():
-        table.add_row(label, f"{main_s:.3f}", f"{thread_s:.3f}", str(verdict))
+        table.add_row(label, f"{1000 * main_s:.2f}", f"{1000 * thread_s:.2f}", str(verdict))
     console.print(table)
 
-    table = Table(title="TextWorld game generation (median seconds; cached target < 0.5 s)")
-    for column in ("difficulty", "cold", "cached"):
+    table = Table(title="TextWorld game generation (median; cached target < 0.5 s)")
+    for column in ("difficulty", "cold s", "cached ms"):
         table.add_column(column, justify="right")
     for difficulty, (cold, warm) in textworld_generation(1 if args.quick else 3).items():
-        table.add_row(difficulty, f"{cold:.2f}", f"{warm:.3f}")
+        table.add_row(difficulty, f"{cold:.2f}", f"{1000 * warm:.2f}")
     console.print(table)
 
 
