@@ -1,0 +1,342 @@
+"""Command line for experience stores: ``python -m experience_store <command> --store exp.db``.
+
+Commands: stats, episodes, show, knowledge, runs, export, import, merge, check. Reading commands open
+the store read-only. An error is one line on stderr and exit status 1 (2 for a usage error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from agents.records import Episode, Message, Turn
+from experience_store.errors import StoreError
+from experience_store.jsonl import RECORD_TYPES, TransferCounts, check_jsonl, export_jsonl, import_jsonl, merge_stores
+from experience_store.records import KNOWLEDGE_KINDS, RUN_STATUSES
+from experience_store.store import ExperienceStore
+
+CLI_TIMEOUT = 10.0
+console = Console(highlight=False)
+
+
+def _when(text: str) -> float:
+    """A time argument: unix seconds or an ISO date / datetime (local time unless it has an offset)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a time: {text!r} (unix seconds, or e.g. 2026-11-26T14:00)") from None
+
+
+def _time(seconds: float | None) -> str:
+    return "-" if seconds is None else datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _short(text: str, width: int = 80) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def _open(args: argparse.Namespace) -> ExperienceStore:
+    return ExperienceStore.open(args.store, readonly=True, timeout=args.timeout)
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        stats = store.stats()
+    table = Table(title=f"{stats.path}", show_header=False)
+    rows = [
+        ("schema version", str(stats.schema_version)),
+        ("size", f"{stats.file_bytes / 1e6:,.1f} MB"),
+        ("episodes", f"{stats.episodes:,}"),
+        ("turns", f"{stats.turns:,}"),
+        ("knowledge items", f"{stats.knowledge_items:,}"),
+        ("knowledge sets", f"{stats.knowledge_sets:,}"),
+        ("distillation runs", f"{stats.runs:,}"),
+        ("first episode", _time(stats.first_episode_at)),
+        ("last episode", _time(stats.last_episode_at)),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    if stats.groups:
+        groups = Table(title="Episodes by env, split and model")
+        for column in ("env", "split", "model", "episodes", "success", "mean return", "mean turns", "tokens"):
+            groups.add_column(column, justify="left" if column in ("env", "split", "model") else "right")
+        for g in stats.groups:
+            groups.add_row(
+                Text(g.env_id),
+                Text(g.split),
+                Text(g.model),
+                f"{g.episodes:,}",
+                f"{g.success_rate:.1%}",
+                f"{g.mean_return:.3f}",
+                f"{g.mean_turns:.1f}",
+                f"{g.prompt_tokens + g.completion_tokens:,}",
+            )
+        console.print(groups)
+    return 0
+
+
+def _filters(args: argparse.Namespace) -> dict[str, object]:
+    return {
+        "env": args.env,
+        "split": args.split,
+        "success": args.success,
+        "model": args.model,
+        "round": args.round,
+        "since": args.since,
+        "until": args.until,
+    }
+
+
+def cmd_episodes(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        total = store.count_episodes(**_filters(args))
+        episodes = list(store.episodes(**_filters(args), limit=args.limit))
+    table = Table(title=f"Episodes ({len(episodes):,} of {total:,})")
+    for column in ("id", "created", "env", "split", "task", "model", "round", "ok", "return", "turns", "tokens"):
+        table.add_column(column, justify="right" if column in ("round", "return", "turns", "tokens") else "left")
+    for e in episodes:
+        table.add_row(
+            e.uuid[:10],
+            _time(e.created_at)[:16],
+            Text(e.env_id),
+            Text(e.split),
+            Text(e.task_id),
+            Text(e.model),
+            str(e.round),
+            Text("✓", style="green") if e.success else Text("✗", style="red"),
+            f"{e.total_reward:.3g}",
+            str(e.num_turns),
+            f"{e.prompt_tokens + e.completion_tokens:,}",
+        )
+    console.print(table)
+    return 0
+
+
+def _print_messages(messages: list[Message]) -> None:
+    for message in messages:
+        console.print(Text(f"[{message['role']}]", style="bold cyan"))
+        console.print(Text(message["content"]))
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        episode = store.episode(args.episode)
+    _print_episode(episode, full=args.full)
+    return 0
+
+
+def _print_episode(e: Episode, *, full: bool) -> None:
+    outcome = Text("success", style="bold green") if e.success else Text("failure", style="bold red")
+    console.print(Text.assemble(("episode ", "bold"), e.uuid, "  ", outcome))
+    header = [
+        ("env", e.env_id),
+        ("task", e.task_id),
+        ("split", e.split),
+        ("model", e.model),
+        ("round", str(e.round)),
+        ("context", e.context_id or "none"),
+        ("seed", "none" if e.seed is None else str(e.seed)),
+        ("return", f"{e.total_reward:g}"),
+        ("turns", str(e.num_turns)),
+        ("tokens", f"{e.prompt_tokens:,} prompt + {e.completion_tokens:,} completion"),
+        ("wall time", f"{e.wall_time_s:.2f} s"),
+        ("created", _time(e.created_at)),
+    ]
+    if e.metadata:
+        header.append(("metadata", str(e.metadata)))
+    for name, value in header:
+        console.print(Text.assemble((f"{name:>10}  ", "dim"), value))
+    last: Turn | None = None
+    for turn in e.turns:
+        console.rule(f"turn {turn.index}")
+        if full or last is None:
+            _print_messages(turn.prompt_messages)
+        else:
+            # Print only what the trace so far does not already show: a prompt usually repeats the
+            # previous prompt plus the last reply and observation.
+            previous, prompt = last.prompt_messages, turn.prompt_messages
+            common = min(len(previous), len(prompt))
+            shared = next((i for i, (a, b) in enumerate(zip(previous, prompt)) if a != b), common)
+            if shared < len(previous):
+                dropped = len(previous) - shared
+                console.print(Text(f"(prompt rebuilt: {dropped} earlier messages left out)", style="dim"))
+            new = prompt[shared:]
+            expected = [{"role": "assistant", "content": last.reply}, {"role": "user", "content": last.observation}]
+            if shared == len(previous) and new[:2] == expected:
+                new = new[2:]
+            _print_messages(new)
+        console.print(Text("[reply]", style="bold magenta"))
+        console.print(Text(turn.reply))
+        console.print(Text.assemble(("action ", "bold"), repr(turn.action), ("   reward ", "bold"), f"{turn.reward:g}"))
+        console.print(Text("[observation]", style="bold cyan"))
+        console.print(Text(turn.observation))
+        last = turn
+
+
+def cmd_knowledge(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        sets = store.knowledge_sets(env=args.env)
+        items = store.knowledge_items(env=args.env, kind=args.kind)
+    table = Table(title=f"Knowledge sets ({len(sets)})")
+    for column in ("id", "created", "env", "round", "items", "tokens", "validation", "selected"):
+        table.add_column(column)
+    for s in sets:
+        score = "-" if s.validation_score is None else f"{s.validation_score:.3f} (n={s.validation_n})"
+        selected = Text("✓", style="green") if s.selected else ""
+        table.add_row(
+            s.uuid[:12], _time(s.created_at), Text(s.env_id), str(s.round), str(len(s.items)), f"{s.token_count:,}",
+            score, selected,
+        )
+    console.print(table)
+    table = Table(title=f"Knowledge items ({len(items)})")
+    for column in ("id", "env", "kind", "model", "round", "sources", "text"):
+        table.add_column(column)
+    for i in items:
+        env, sources = Text(i.env_id or "-"), str(len(i.source_episodes))
+        table.add_row(i.uuid[:12], env, i.kind, Text(i.model), str(i.round), sources, Text(_short(i.text)))
+    console.print(table)
+    return 0
+
+
+def cmd_runs(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        runs = store.runs(status=args.status)
+    table = Table(title=f"Distillation runs ({len(runs)})")
+    for column in ("id", "created", "finished", "status", "steps", "last metrics", "checkpoint"):
+        table.add_column(column)
+    for r in runs:
+        steps = max((points[-1][0] for points in r.metrics.values() if points), default=None)
+        shown = list(r.metrics.items())[:4]
+        last = "  ".join(f"{name}={points[-1][1]:.4g}" for name, points in shown if points)
+        steps_text = "-" if steps is None else str(steps)
+        times = (_time(r.created_at), _time(r.finished_at))
+        table.add_row(r.uuid[:12], *times, r.status, steps_text, Text(last), Text(r.checkpoint_path or "-"))
+    console.print(table)
+    return 0
+
+
+def _counts_table(title: str, counts: TransferCounts) -> Table:
+    table = Table(title=title)
+    for column in ("record", "added", "skipped (already there)"):
+        table.add_column(column, justify="left" if column == "record" else "right")
+    for kind in RECORD_TYPES:
+        table.add_row(kind, f"{counts.added[kind]:,}", f"{counts.skipped[kind]:,}")
+    return table
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if args.out == "-":
+        export_jsonl(args.store, sys.stdout, timeout=args.timeout)
+        return 0
+    counts = export_jsonl(args.store, args.out, timeout=args.timeout)
+    summary = ", ".join(f"{counts[kind]:,} {kind}" for kind in RECORD_TYPES)
+    console.print(f"exported {summary} to {args.out}", soft_wrap=True)
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    if args.check_only:
+        counts = check_jsonl(args.file)
+        summary = ", ".join(f"{counts[kind]:,} {kind}" for kind in RECORD_TYPES)
+        console.print(f"{args.file}: valid ({summary})", soft_wrap=True)
+        return 0
+    console.print(_counts_table(f"Imported {args.file}", import_jsonl(args.file, args.store, timeout=args.timeout)))
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    counts = merge_stores(args.store, args.sources, timeout=args.timeout)
+    console.print(_counts_table(f"Merged {len(args.sources)} store(s) into {args.store}", counts))
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    with _open(args) as store:
+        problems = store.check()
+        episodes = store.count_episodes()
+    if not problems:
+        console.print(f"{args.store}: ok ({episodes:,} episodes, integrity and invariants checked)", soft_wrap=True)
+        return 0
+    for problem in problems:
+        console.print(Text(problem))
+    print(f"error: {args.store}: {len(problems)} problem(s) found, first: {problems[0]}", file=sys.stderr)
+    return 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m experience_store", description=__doc__.splitlines()[0])
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--store", required=True, type=Path, help="the store file, e.g. exp.db")
+    common.add_argument(
+        "--timeout", type=float, default=CLI_TIMEOUT, help="seconds to wait for a lock (default %(default)s)"
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    def command(name: str, handler: Callable[[argparse.Namespace], int], help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, parents=[common], help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    command("stats", cmd_stats, "totals, and outcomes per env, split and model")
+    episodes = command("episodes", cmd_episodes, "list episodes (the filters combine), oldest first")
+    episodes.add_argument("--env", help="env id as stored, e.g. opcd/Math-v0")
+    episodes.add_argument("--split", help="train, validation or test")
+    outcome = episodes.add_mutually_exclusive_group()
+    outcome.add_argument("--success", dest="success", action="store_const", const=True, help="successes only")
+    outcome.add_argument("--failure", dest="success", action="store_const", const=False, help="failures only")
+    episodes.add_argument("--model", help="model name as stored")
+    episodes.add_argument("--round", type=int, help="self-improvement round")
+    episodes.add_argument("--since", type=_when, help="created at or after (unix seconds or ISO time)")
+    episodes.add_argument("--until", type=_when, help="created before (unix seconds or ISO time)")
+    episodes.add_argument("--limit", type=int, default=50, help="rows to show (default %(default)s)")
+    show = command("show", cmd_show, "one episode's whole trace")
+    show.add_argument("episode", help="episode uuid or a unique prefix of it")
+    show.add_argument("--full", action="store_true", help="print every turn's whole prompt")
+    knowledge = command("knowledge", cmd_knowledge, "knowledge sets and items")
+    knowledge.add_argument("--env", help="env id")
+    knowledge.add_argument("--kind", choices=KNOWLEDGE_KINDS, help="item kind")
+    runs = command("runs", cmd_runs, "distillation runs")
+    runs.add_argument("--status", choices=RUN_STATUSES)
+    export = command("export", cmd_export, "write every record as JSONL (schema: experience_store/jsonl.py)")
+    export.add_argument("--out", required=True, help="output file, or - for stdout")
+    import_ = command("import", cmd_import, "add the records of a JSONL file: all of them or, on a bad line, none")
+    import_.add_argument("file", type=Path, help="JSONL file written by export (or by hand, same schema)")
+    import_.add_argument("--check-only", action="store_true", help="validate the file, import nothing")
+    merge = command("merge", cmd_merge, "add other stores' records, de-duplicated by uuid (idempotent)")
+    merge.add_argument("sources", nargs="+", type=Path, help="store files to merge in (opened read-only)")
+    command("check", cmd_check, "verify integrity and the store's invariants")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.handler(args)
+    except BrokenPipeError:  # e.g. `export --out - | head`: the reader left, stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    except (StoreError, OSError) as exc:
+        message = " ".join(str(exc).split())
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
