@@ -195,7 +195,7 @@ def evaluate(args: argparse.Namespace, agent: Agent, store: ExperienceStore) -> 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        envs.spec(args.env)
+        args.env = envs.spec(args.env).name  # one name per env in the store, whichever alias was typed
     except KeyError as err:
         raise SystemExit(f"error: {err.args[0]}") from None
     if args.eval and args.split == "train":

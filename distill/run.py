@@ -90,9 +90,10 @@ def results_table(before: EvalResults, after: EvalResults, config: DistillConfig
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
+        args.env = envs.spec(args.env).name  # one name per env in the store, whichever alias was typed
+        if args.ood_env:
+            args.ood_env = envs.spec(args.ood_env).name
         config = from_arguments(args)
-        for name in filter(None, (config.env, config.ood_env)):
-            envs.spec(name)
         store = ExperienceStore.open(args.store) if args.store else None
         context = load_context(args, store)
         progress = Progress(

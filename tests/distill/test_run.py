@@ -1,0 +1,78 @@
+"""`python -m distill.run` end to end with a tiny model folder: results table, checkpoint, store record,
+metrics log and plots; the checkpoint plays in `agents.play`; a killed run resumes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from agents.models import load_model
+from experience_store import ExperienceStore
+
+
+def distill(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "distill.run", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def tiny_run_args(model: str, out: Path, store: Path, steps: int = 2) -> list[str]:
+    return [
+        "--env", "qa", "--env-context", "handbook", "--model", model, "--store", str(store),
+        "--out-dir", str(out), "--steps", str(steps), "--episodes-per-step", "2", "--max-new-tokens", "4",
+        "--eval-tasks", "2", "--eval-max-new-tokens", "3", "--eval-every", "1", "--save-every", "1",
+        "--ood-env", "math", "--kl-top-k", "16",
+    ]
+
+
+def test_end_to_end(tiny_model_dir: str, tmp_path: Path) -> None:
+    out, store = tmp_path / "run", tmp_path / "exp.db"
+    result = distill(*tiny_run_args(tiny_model_dir, out, store))
+    assert result.returncode == 0, result.stderr
+    assert "before" in result.stdout and "after" in result.stdout and "OOD env (math)" in result.stdout
+
+    checkpoint = out / "checkpoints" / "step-000002"
+    assert (out / "latest").read_text() == "step-000002"
+    assert (checkpoint / "adapter_config.json").is_file()
+    assert json.loads((checkpoint / "adapter_config.json").read_text())["base_model_name_or_path"] == tiny_model_dir
+    model, _ = load_model(str(checkpoint))  # what `agents.play --model <checkpoint>` does
+    assert model is not None
+    assert (out / "training.png").stat().st_size > 0 and (out / "evaluation.png").stat().st_size > 0
+
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "train/loss" in r] == [1, 2]
+    assert [r["step"] for r in records if "eval_detail" in r] == [0, 1, 2]
+    with ExperienceStore.open(store, readonly=True) as s:
+        (run,) = s.runs()
+    assert run.status == "completed" and run.checkpoint_path == str(checkpoint)
+    assert set(run.evaluation) == {"before", "after"}
+    assert set(run.evaluation["after"]) == {"student", "student_with_context", "ood"}
+    assert [step for step, _ in run.metrics["train/loss"]] == [1, 2]
+
+    play = subprocess.run(
+        [sys.executable, "-m", "agents.play", "--env", "qa", "--model", str(checkpoint), "--episodes", "1",
+         "--store", str(tmp_path / "play.db"), "--max-new-tokens", "3"],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert play.returncode == 0, play.stderr
+
+
+def test_resume_continues_a_killed_run(tiny_model_dir: str, tmp_path: Path) -> None:
+    out, store = tmp_path / "run", tmp_path / "exp.db"
+    assert distill(*tiny_run_args(tiny_model_dir, out, store, steps=1)).returncode == 0
+    again = distill(*tiny_run_args(tiny_model_dir, out, store, steps=2))
+    assert again.returncode == 2 and "--resume" in again.stderr  # never overwrites a run silently
+    resumed = distill(*tiny_run_args(tiny_model_dir, out, store, steps=2), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "train/loss" in r] == [1, 2]
+    assert (out / "latest").read_text() == "step-000002"
+    with ExperienceStore.open(store, readonly=True) as s:
+        (run,) = s.runs()  # the resumed run continues its record
+    assert run.status == "completed" and [step for step, _ in run.metrics["train/loss"]] == [1, 2]
+
+
+def test_missing_context_is_a_clear_error(tmp_path: Path) -> None:
+    result = distill("--env", "math", "--store", str(tmp_path / "exp.db"), "--out-dir", str(tmp_path / "run"))
+    assert result.returncode != 0
+    assert "no selected knowledge set" in result.stderr and "Traceback" not in result.stderr
