@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
+from accelerate import PartialState
 
 from agents.agent import Agent, Context
 from agents.evaluate import pass_rate
@@ -92,14 +92,20 @@ def train(
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     on_eval: Callable[[int, EvalResults], None] | None = None,
 ) -> TrainingResult:
-    """Run (or resume) a distillation run as ``config`` says; see the module docstring."""
-    student, tokenizer = load_model(config.model, dtype=config.dtype, device=config.device)  # type: ignore[arg-type]
+    """Run (or resume) a distillation run as ``config`` says; see the module docstring.
+
+    Under ``accelerate launch`` every process samples its own episodes and gradients are averaged
+    (``Distiller.step``); the main process alone evaluates, checkpoints and records.
+    """
+    state = PartialState(cpu=config.device == "cpu")  # joins the process group when launched by accelerate
+    device = str(state.device) if state.num_processes > 1 and config.device != "cpu" else config.device
+    student, tokenizer = load_model(config.model, dtype=config.dtype, device=device)  # type: ignore[arg-type]
     teacher = teacher_tokenizer = None
     if config.teacher:
-        teacher, teacher_tokenizer = load_model(config.teacher, dtype=config.dtype, device=config.device)  # type: ignore[arg-type]
+        teacher, teacher_tokenizer = load_model(config.teacher, dtype=config.dtype, device=device)  # type: ignore[arg-type]
     distiller = Distiller(config, student, tokenizer, context, teacher, teacher_tokenizer)
     log = MetricsLog(config.out_dir / "metrics.jsonl")
-    is_main = not (torch.distributed.is_available() and torch.distributed.is_initialized()) or torch.distributed.get_rank() == 0
+    is_main = state.is_main_process
 
     run_id: str | None = None
     checkpoint = latest_checkpoint(config.out_dir) if resume else None
@@ -107,8 +113,9 @@ def train(
         run_id = load_checkpoint(distiller, checkpoint).get("run_id")
         if is_main:
             log.keep_until(distiller.step_count)
-    elif is_main and log.records():
+    elif log.records():
         raise FileExistsError(f"{config.out_dir} holds an earlier run; pass --resume to continue it or choose another --out-dir")
+    state.wait_for_everyone()  # every process has checked before the main one writes
     if store is not None and run_id is None and is_main:
         run_id = store.create_run({**config.to_dict(), "context_id": context.id, "context_kind": context.kind})
 
