@@ -44,6 +44,7 @@ class VLLMBackend:
         except ImportError as error:
             raise ImportError(VLLM_MISSING) from error
         self._vllm = vllm
+        self._lora_request = LoRARequest
         resolved = ensure_converted(resolve_model(name))
         self.name = name
         self.tokenizer = load_tokenizer(name)
@@ -56,6 +57,14 @@ class VLLMBackend:
             self._lora = LoRARequest(name, 1, resolved.location)
             model = resolved.base
         self.llm = vllm.LLM(model=model.pretrained_path, dtype=dtype, **engine_kwargs)
+
+    def use_adapter(self, folder: str | None, version: int) -> None:
+        """Generate with the LoRA adapter saved in ``folder`` from now on (None: the base weights).
+
+        ``version`` must grow with every new adapter: vLLM caches adapters by their integer id. This is how
+        a trainer syncs its current LoRA weights into the engine before sampling.
+        """
+        self._lora = None if folder is None else self._lora_request(f"{self.name}-v{version}", version, folder)
 
     def count_tokens(self, conversation: list[Message]) -> int:
         return len(chat_prompt_ids(self.tokenizer, conversation))

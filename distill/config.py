@@ -63,7 +63,9 @@ class DistillConfig:
     seed: int = _field(0, "seed for task order, sampling and initialisation")
     device: str = _field("cpu", "cpu, cuda, cuda:N or auto")
     dtype: str = _field("float32", "float32, bfloat16 or float16")
-    backend: Literal["hf", "vllm"] = _field("hf", "engine for the student's sampling")
+    backend: Literal["hf", "vllm"] = _field(
+        "hf", "engine for the student's sampling; vllm (GPU) gets the current LoRA weights before every step"
+    )
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
@@ -77,6 +79,8 @@ class DistillConfig:
             raise ValueError(f"temperature must be > 0 (the loss divides by it), got {self.temperature}")
         if self.teacher is not None and self.teacher_mode == "live":
             raise ValueError("--teacher names a separate frozen model; it cannot be combined with --teacher-mode live")
+        if self.backend == "vllm" and not self.uses_lora:
+            raise ValueError("--backend vllm syncs the student into vLLM as a LoRA adapter: it needs --lora-r > 0")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -32,6 +33,9 @@ from agents.agent import Agent, Context, with_context, without_context
 from agents.hf_backend import HFBackend, chat_prompt_ids
 from agents.llm import LLM, SamplingParams
 from agents.records import Episode, Message
+
+if TYPE_CHECKING:
+    from agents.vllm_backend import VLLMBackend
 from agents.rollout import Task, collect_episodes
 from distill.config import DistillConfig
 from distill.losses import LossOutput, PerTokenLoss, chunked_loss, forward_kl_teacher_topk, reverse_kl, token_nll
@@ -98,6 +102,7 @@ class Distiller:
         self.per_token = per_token_loss(config)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.step_count = 0
+        self._vllm: VLLMBackend | None = None
 
     # -- the models behind each role ----------------------------------------------------------------
 
@@ -114,6 +119,20 @@ class Distiller:
 
     def llm(self, model: PreTrainedModel) -> LLM:
         return HFBackend.from_model(model, self.tokenizer, name=self.config.model)
+
+    def student_sampler(self, step: int) -> LLM:
+        """The student's current weights as an LLM: in-process (hf), or synced into vLLM as a LoRA adapter."""
+        if self.config.backend == "hf":
+            return self.llm(self.student)
+        if self._vllm is None:
+            from agents.vllm_backend import VLLMBackend  # optional: a GPU machine with the vllm extra
+
+            rank = next(r for r in (8, 16, 32, 64, 128, 256, 512) if r >= self.config.lora_r)
+            self._vllm = VLLMBackend(self.config.model, enable_lora=True, max_lora_rank=rank, gpu_memory_utilization=0.3)
+        folder = self.config.out_dir / "vllm-sync" / f"step-{step:06d}"
+        self.student.save_pretrained(folder, save_embedding_layers=False)
+        self._vllm.use_adapter(str(folder), version=step + 1)
+        return self._vllm
 
     def sampling(self, step: int, temperature: float | None = None, max_new_tokens: int | None = None) -> SamplingParams:
         return SamplingParams(
@@ -143,7 +162,7 @@ class Distiller:
         """OPCD: the student samples without the context. Baselines: the teacher samples with it."""
         params = self.sampling(step)
         if self.config.method == "opcd":
-            agent = Agent(self.llm(self.student), params, None, self.config.max_prompt_tokens)
+            agent = Agent(self.student_sampler(step), params, None, self.config.max_prompt_tokens)
             episodes = self.episodes(agent, step)
             return [
                 Sample(t.prompt_messages, with_context(t.prompt_messages, self.context), t.reply_token_ids)
