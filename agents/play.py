@@ -70,16 +70,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def load_context(args: argparse.Namespace) -> Context | None:
     if args.context:
         if not args.context.is_file():
-            raise SystemExit(f"error: context file {args.context} does not exist")
+            raise ValueError(f"context file {args.context} does not exist")
         return Context(args.context.read_text(encoding="utf-8"), args.context_kind, id=str(args.context))
     if args.knowledge_from:
         if not args.knowledge_from.is_file():
-            raise SystemExit(f"error: store {args.knowledge_from} does not exist")
+            raise ValueError(f"store {args.knowledge_from} does not exist")
         with ExperienceStore.open(args.knowledge_from, readonly=True) as store:
             selected = store.selected_knowledge_set(args.env)
         if selected is None:
-            raise SystemExit(
-                f"error: {args.knowledge_from} has no selected knowledge set for env {args.env!r}; "
+            raise ValueError(f"{args.knowledge_from} has no selected knowledge set for env {args.env!r}; "
                 f"run `python -m experience_store reflect --store {args.knowledge_from} --env {args.env}` first"
             )
         return Context("\n".join(item.text for item in selected.items), "knowledge", id=selected.uuid)
@@ -196,16 +195,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         args.env = envs.spec(args.env).name  # one name per env in the store, whichever alias was typed
-    except KeyError as err:
-        raise SystemExit(f"error: {err.args[0]}") from None
-    if args.eval and args.split == "train":
-        args.split = "validation"
-    try:
+        if args.eval and args.split == "train":
+            args.split = "validation"
+        context = None if args.human else load_context(args)
         with ExperienceStore.open(args.store) as store:
             if args.human:
                 play_human(args, store)
                 return
-            context = load_context(args)
             with console.status(f"loading {args.model}..."):
                 llm = load_llm(args.model, backend=args.backend, dtype=args.dtype, device=args.device)
             sampling = SamplingParams(
@@ -213,8 +209,8 @@ def main(argv: list[str] | None = None) -> None:
             )
             agent = Agent(llm, sampling, context, args.max_prompt_tokens)
             (evaluate if args.eval else play_with_model)(args, agent, store)
-    except (StoreError, ModelNotFound, ValueError) as err:
-        errors.print(f"[red]error:[/] {err}")
+    except (StoreError, ModelNotFound, ValueError, KeyError) as err:
+        errors.print(f"[red]error:[/] {err.args[0] if isinstance(err, KeyError) else err}")
         sys.exit(2)
 
 

@@ -51,20 +51,19 @@ def load_context(args: argparse.Namespace, store: ExperienceStore | None) -> Con
     if args.context or args.system_prompt:
         path = args.context or args.system_prompt
         if not path.is_file():
-            raise SystemExit(f"error: {path} does not exist")
+            raise ValueError(f"{path} does not exist")
         kind = "knowledge" if args.context else "system_prompt"
         return Context(path.read_text(encoding="utf-8"), kind, id=str(path))
     if args.env_context:
         text = getattr(envs.make(args.env), args.env_context, None)
         if not text:
-            raise SystemExit(f"error: env {args.env!r} ships no {args.env_context}")
+            raise ValueError(f"env {args.env!r} ships no {args.env_context}")
         return Context(text, "handbook" if args.env_context == "handbook" else "system_prompt", id=f"{args.env}:{args.env_context}")
     if store is None:
-        raise SystemExit("error: give a context: --store (selected knowledge set), --context, --system-prompt or --env-context")
+        raise ValueError("give a context: --store (selected knowledge set), --context, --system-prompt or --env-context")
     selected = store.selected_knowledge_set(args.env)
     if selected is None:
-        raise SystemExit(
-            f"error: {store.path} has no selected knowledge set for env {args.env!r}; run "
+        raise ValueError(f"{store.path} has no selected knowledge set for env {args.env!r}; run "
             f"`python -m experience_store reflect --store {store.path} --env {args.env}` first, or pass --context"
         )
     return Context("\n".join(item.text for item in selected.items), "knowledge", id=selected.uuid)

@@ -51,9 +51,10 @@ def test_ctrl_c_keeps_every_finished_episode(tiny_model_dir: str, tmp_path: Path
 
 def test_unknown_env_is_a_clear_error(tmp_path: Path) -> None:
     result = play("--env", "chess", "--store", str(tmp_path / "exp.db"))
-    assert result.returncode != 0
+    assert result.returncode == 2
     assert "unknown env 'chess'" in result.stderr and "textworld" in result.stderr
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "exp.db").exists()  # nothing written on a bad request
 
 
 def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:

@@ -8,12 +8,23 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+import torch
+
 from agents.models import load_model
+from distill.run import main
 from experience_store import ExperienceStore
 
 
-def distill(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "distill.run", *args], capture_output=True, text=True, timeout=timeout)
+def distill(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the CLI in this process (no interpreter start-up); returns (exit code, stdout, stderr)."""
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def tiny_run_args(model: str, out: Path, store: Path, steps: int = 2) -> list[str]:
@@ -25,18 +36,20 @@ def tiny_run_args(model: str, out: Path, store: Path, steps: int = 2) -> list[st
     ]
 
 
-def test_end_to_end(tiny_model_dir: str, tmp_path: Path) -> None:
+def test_end_to_end(tiny_model_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out, store = tmp_path / "run", tmp_path / "exp.db"
-    result = distill(*tiny_run_args(tiny_model_dir, out, store))
-    assert result.returncode == 0, result.stderr
-    assert "before" in result.stdout and "after" in result.stdout and "OOD env (math)" in result.stdout
+    code, stdout, stderr = distill(capsys, *tiny_run_args(tiny_model_dir, out, store), "--merge-lora")
+    assert code == 0, stderr
+    assert "before" in stdout and "after" in stdout and "OOD env (math)" in stdout
 
     checkpoint = out / "checkpoints" / "step-000002"
     assert (out / "latest").read_text() == "step-000002"
     assert (checkpoint / "adapter_config.json").is_file()
     assert json.loads((checkpoint / "adapter_config.json").read_text())["base_model_name_or_path"] == tiny_model_dir
-    model, _ = load_model(str(checkpoint))  # what `agents.play --model <checkpoint>` does
-    assert model is not None
+    adapted, _ = load_model(str(checkpoint))  # what `agents.play --model <checkpoint>` does
+    merged, _ = load_model(str(checkpoint / "merged"))  # --merge-lora: a plain Hugging Face folder
+    ids = torch.tensor([[1, 2, 3, 4]])
+    assert torch.allclose(adapted(ids).logits, merged(ids).logits, atol=1e-4)
     assert (out / "training.png").stat().st_size > 0 and (out / "evaluation.png").stat().st_size > 0
 
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -57,13 +70,13 @@ def test_end_to_end(tiny_model_dir: str, tmp_path: Path) -> None:
     assert play.returncode == 0, play.stderr
 
 
-def test_resume_continues_a_killed_run(tiny_model_dir: str, tmp_path: Path) -> None:
+def test_resume_continues_a_killed_run(tiny_model_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out, store = tmp_path / "run", tmp_path / "exp.db"
-    assert distill(*tiny_run_args(tiny_model_dir, out, store, steps=1)).returncode == 0
-    again = distill(*tiny_run_args(tiny_model_dir, out, store, steps=2))
-    assert again.returncode == 2 and "--resume" in again.stderr  # never overwrites a run silently
-    resumed = distill(*tiny_run_args(tiny_model_dir, out, store, steps=2), "--resume")
-    assert resumed.returncode == 0, resumed.stderr
+    assert distill(capsys, *tiny_run_args(tiny_model_dir, out, store, steps=1))[0] == 0
+    code, _, stderr = distill(capsys, *tiny_run_args(tiny_model_dir, out, store, steps=2))
+    assert code == 2 and "--resume" in stderr  # never overwrites a run silently
+    code, _, stderr = distill(capsys, *tiny_run_args(tiny_model_dir, out, store, steps=2), "--resume")
+    assert code == 0, stderr
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "train/loss" in r] == [1, 2]
     assert (out / "latest").read_text() == "step-000002"
@@ -72,7 +85,7 @@ def test_resume_continues_a_killed_run(tiny_model_dir: str, tmp_path: Path) -> N
     assert run.status == "completed" and [step for step, _ in run.metrics["train/loss"]] == [1, 2]
 
 
-def test_missing_context_is_a_clear_error(tmp_path: Path) -> None:
-    result = distill("--env", "math", "--store", str(tmp_path / "exp.db"), "--out-dir", str(tmp_path / "run"))
-    assert result.returncode != 0
-    assert "no selected knowledge set" in result.stderr and "Traceback" not in result.stderr
+def test_missing_context_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, stderr = distill(capsys, "--env", "math", "--store", str(tmp_path / "exp.db"), "--out-dir", str(tmp_path / "run"))
+    assert code != 0
+    assert "no selected knowledge set" in stderr and "Traceback" not in stderr
