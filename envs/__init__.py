@@ -11,8 +11,8 @@ from envs.registry import EnvSpec, make, names, register, spec, unregister
 register("textworld", "envs.textworld_env:TextWorldEnv", gym_id="opcd/TextWorld-v0")
 register("math", "envs.math_env:MathEnv", gym_id="opcd/Math-v0")
 register("qa", "envs.qa_env:QAEnv", gym_id="opcd/QA-v0")
-register("frozenlake", "envs.grid_games:FrozenLakeEnv", gym_id="opcd/FrozenLake-v0")
-register("sokoban", "envs.grid_games:SokobanEnv", gym_id="opcd/Sokoban-v0")
+register("frozenlake", "envs.frozenlake:FrozenLakeEnv", gym_id="opcd/FrozenLake-v0")
+register("sokoban", "envs.sokoban:SokobanEnv", gym_id="opcd/Sokoban-v0")
 
 __all__ = [
     "SPLITS",

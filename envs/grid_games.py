@@ -3,23 +3,16 @@
 What the two games share lives here: the action vocabulary and its parser (the *last* bracketed action
 in a reply wins, as in LMOps), the system message, the turn budget and the invalid-move rule (the first
 invalid move in a row gets textarena's warning, a second one in a row ends the game), and the
-pass-or-nothing reward. The games themselves are in ``envs.frozenlake`` and ``envs.sokoban``; their env
-classes are importable from here as ``FrozenLakeEnv`` and ``SokobanEnv``.
+pass-or-nothing reward. The games themselves are ``envs.frozenlake.FrozenLakeEnv`` and
+``envs.sokoban.SokobanEnv``.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
-from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+from typing import Any, ClassVar, NamedTuple
 
 from envs.base import TextEnv
-
-if TYPE_CHECKING:
-    from envs.frozenlake import FrozenLakeEnv
-    from envs.sokoban import SokobanEnv
-
-__all__ = ["ACTIONS", "MOVES", "FrozenLakeEnv", "GridGameEnv", "Move", "SokobanEnv", "parse_action"]
 
 Cell = tuple[int, int]  # (row, column), 0-based from the top-left
 MOVES: dict[str, Cell] = {"up": (-1, 0), "down": (1, 0), "left": (0, -1), "right": (0, 1)}
@@ -185,13 +178,3 @@ class GridGameEnv(TextEnv):
     def _full_rules(self) -> str:
         """The game's own rules and symbol legend (``rules="full"``)."""
         raise NotImplementedError
-
-
-_ENV_MODULES = {"FrozenLakeEnv": "envs.frozenlake", "SokobanEnv": "envs.sokoban"}
-
-
-def __getattr__(name: str) -> Any:
-    # The game modules import this one for the shared base, so their classes are loaded on first use.
-    if name in _ENV_MODULES:
-        return getattr(importlib.import_module(_ENV_MODULES[name]), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
