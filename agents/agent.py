@@ -21,6 +21,7 @@ from typing import Literal
 
 from agents.llm import LLM, Generation, SamplingParams
 from agents.records import Message
+from envs.base import TextEnv
 
 ContextKind = Literal["knowledge", "system_prompt", "handbook", "traces"]
 CONTEXT_HEADINGS: dict[str, str] = {
@@ -62,6 +63,15 @@ class Context:
         if self.kind == "system_prompt":
             return f"{self.text.strip()}\n\n"
         return f"\n\n## {CONTEXT_HEADINGS[self.kind]}\n<context>\n{self.text.strip()}\n</context>"
+
+
+def env_context(env: TextEnv, env_name: str, name: str) -> Context:
+    """The context named ``name`` that ``env`` ships (``TextEnv.contexts``); a clear error listing them otherwise."""
+    shipped = env.contexts()
+    if name not in shipped:
+        raise ValueError(f"env {env_name!r} ships no context {name!r}; it ships: {', '.join(shipped) or 'none'}")
+    kind: ContextKind = name if name in ("handbook", "system_prompt") else "knowledge"  # type: ignore[assignment]
+    return Context(shipped[name], kind, id=f"{env_name}:{name}")
 
 
 def with_context(messages: list[Message], context: Context) -> list[Message]:

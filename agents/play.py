@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 import envs
-from agents.agent import Agent, Context
+from agents.agent import Agent, Context, env_context
 from agents.evaluate import PassRate, evaluation_tasks, pass_rate
 from agents.llm import SamplingParams, load_llm
 from agents.models import DEFAULT_MODEL, ModelNotFound
@@ -45,6 +45,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     context = parser.add_mutually_exclusive_group()
     context.add_argument("--context", type=Path, help="a text file given to the agent as context")
     context.add_argument("--knowledge-from", type=Path, help="use the env's selected knowledge set in this store")
+    context.add_argument("--env-context", metavar="NAME", help="a context the env ships (e.g. qa: handbook)")
     parser.add_argument(
         "--context-kind", default="knowledge", choices=["knowledge", "system_prompt", "handbook", "traces"],
         help="how --context is placed: a block after the instructions, or (system_prompt) before them",
@@ -72,6 +73,8 @@ def load_context(args: argparse.Namespace) -> Context | None:
         if not args.context.is_file():
             raise ValueError(f"context file {args.context} does not exist")
         return Context(args.context.read_text(encoding="utf-8"), args.context_kind, id=str(args.context))
+    if args.env_context:
+        return env_context(envs.make(args.env), args.env, args.env_context)
     if args.knowledge_from:
         if not args.knowledge_from.is_file():
             raise ValueError(f"store {args.knowledge_from} does not exist")

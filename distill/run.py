@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import envs
-from agents.agent import Context
+from agents.agent import Context, env_context
 from agents.evaluate import PassRate
 from agents.models import ModelNotFound
 from distill.config import DistillConfig, add_arguments, from_arguments
@@ -37,8 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     source.add_argument("--context", type=Path, help="a text file: the context the teacher sees (knowledge)")
     source.add_argument("--system-prompt", type=Path, help="a text file: the teacher's system prompt")
     source.add_argument(
-        "--env-context", choices=["handbook", "system_prompt"],
-        help="a context the env itself ships (e.g. the QA env's handbook or domain system prompt)",
+        "--env-context", metavar="NAME",
+        help="a context the env ships: qa handbook/system_prompt, frozenlake/sokoban rules, math worked_example",
     )
     parser.add_argument("--store", type=Path, help="experience store: the run is recorded here, and without "
                         "another context source the env's selected knowledge set is the context")
@@ -55,10 +55,7 @@ def load_context(args: argparse.Namespace, store: ExperienceStore | None) -> Con
         kind = "knowledge" if args.context else "system_prompt"
         return Context(path.read_text(encoding="utf-8"), kind, id=str(path))
     if args.env_context:
-        text = getattr(envs.make(args.env), args.env_context, None)
-        if not text:
-            raise ValueError(f"env {args.env!r} ships no {args.env_context}")
-        return Context(text, "handbook" if args.env_context == "handbook" else "system_prompt", id=f"{args.env}:{args.env_context}")
+        return env_context(envs.make(args.env), args.env, args.env_context)
     if store is None:
         raise ValueError("give a context: --store (selected knowledge set), --context, --system-prompt or --env-context")
     selected = store.selected_knowledge_set(args.env)

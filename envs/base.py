@@ -91,6 +91,11 @@ class TextEnv(gym.Env[str, str]):
         """Actions that solve the current task (walkthrough, solver path or gold answer)."""
         raise NotImplementedError
 
+    def contexts(self) -> dict[str, str]:
+        """Contexts this env ships, by name (a handbook, a system prompt, the full rules...): text that can
+        be given to an agent beside the instructions, and distilled. None by default."""
+        return {}
+
     # -- task selection ---------------------------------------------------------------------------
 
     def select_task(self, options: dict[str, Any] | None) -> tuple[str, int]:

@@ -105,6 +105,10 @@ class GridGameEnv(TextEnv):
     def parse_action(self, reply: str) -> str:
         return parse_action(reply)
 
+    def contexts(self) -> dict[str, str]:
+        """``rules``: the game's full rules and symbol legend, which the stripped instructions leave out."""
+        return {"rules": self._full_rules()}
+
     def reference_solution(self) -> list[str]:
         """An optimal action list (BFS) from the task's start position."""
         return list(self._solution)

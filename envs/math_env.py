@@ -36,6 +36,16 @@ INSTRUCTIONS = (
     "When there are several answers, separate them with commas."
 )
 
+# A format instruction with one worked example: the kind of short context a small model measurably uses
+# (../shared/docs/models.md: two-digit addition, 36% -> 52% greedy with such a context).
+WORKED_EXAMPLE = (
+    "Work step by step in one or two short sentences, then write the final answer alone on the last line "
+    "after 'Answer:'.\n"
+    "Example. Problem: What is 27 + 48?\n"
+    "Reply: 27 + 48 = 27 + 40 + 8 = 67 + 8 = 75.\n"
+    "Answer: 75"
+)
+
 
 @dataclass(frozen=True)
 class MathTask:
@@ -415,6 +425,10 @@ class MathEnv(TextEnv):
     @property
     def instructions(self) -> str:
         return INSTRUCTIONS
+
+    def contexts(self) -> dict[str, str]:
+        """``worked_example``: the answer format with one worked example."""
+        return {"worked_example": WORKED_EXAMPLE}
 
     def parse_action(self, reply: str) -> str:
         """The answer written in ``reply`` ("" when none). Never raises."""

@@ -219,6 +219,11 @@ class QAEnv(TextEnv):
         """The domain system prompt, for system prompt distillation."""
         return resources.files("envs").joinpath("data", _SYSTEM_PROMPT_FILE).read_text(encoding="utf-8")
 
+    def contexts(self) -> dict[str, str]:
+        """``handbook`` (the domain's facts; built-in domain only) and ``system_prompt``."""
+        shipped = {"handbook": self.handbook} if self.handbook else {}
+        return {**shipped, "system_prompt": self.system_prompt}
+
     @property
     def instructions(self) -> str:
         topic = " about the drugs of a fictional formulary" if self.domain is not None else ""

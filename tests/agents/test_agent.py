@@ -64,3 +64,17 @@ def test_unwrap_refuses_a_foreign_system_message() -> None:
 
     with pytest.raises(ValueError, match="context"):
         Context("the knowledge").unwrap("instructions without it")
+
+
+def test_env_context_kinds_and_errors() -> None:
+    import pytest
+
+    import envs
+    from agents.agent import env_context
+
+    qa = envs.make("qa")
+    assert env_context(qa, "qa", "handbook").kind == "handbook"
+    assert env_context(qa, "qa", "system_prompt").kind == "system_prompt"
+    assert env_context(envs.make("sokoban"), "sokoban", "rules").kind == "knowledge"
+    with pytest.raises(ValueError, match="ships: handbook, system_prompt"):
+        env_context(qa, "qa", "rules")

@@ -169,3 +169,9 @@ def test_register_a_new_env_in_a_few_lines() -> None:
 def test_module_path_works_as_a_name() -> None:
     made = envs.make(f"{__name__}:CountdownEnv")
     assert isinstance(made, CountdownEnv)
+
+
+def test_shipped_contexts_are_text(env: TextEnv) -> None:
+    for name, text in env.contexts().items():
+        assert name and isinstance(text, str) and text.strip()
+        assert text not in env.instructions  # a context adds something the instructions do not say
