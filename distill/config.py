@@ -16,7 +16,7 @@ Method = Literal["opcd", "offpolicy", "sft"]
 TeacherMode = Literal["frozen", "live"]
 
 
-def _field(default: Any, help: str, **kwargs: Any) -> Any:
+def config_field(default: Any, help: str, **kwargs: Any) -> Any:
     return field(default=default, metadata={"help": help, **kwargs})
 
 
@@ -24,46 +24,46 @@ def _field(default: Any, help: str, **kwargs: Any) -> Any:
 class DistillConfig:
     """Every knob of a distillation run; defaults run on a 2-core CPU with the default model."""
 
-    env: str = _field("math", "env whose train split the student practises on")
-    model: str = _field(DEFAULT_MODEL, "the student: named model, local folder or Hugging Face id")
-    teacher: str | None = _field(None, "a larger frozen teacher sharing the student's tokenizer (cross-size)")
-    teacher_mode: TeacherMode = _field(
+    env: str = config_field("math", "env whose train split the student practises on")
+    model: str = config_field(DEFAULT_MODEL, "the student: named model, local folder or Hugging Face id")
+    teacher: str | None = config_field(None, "a larger frozen teacher sharing the student's tokenizer (cross-size)")
+    teacher_mode: TeacherMode = config_field(
         "frozen", "frozen: the initial student (LoRA: adapters disabled); live: the student itself (worse in the paper)"
     )
-    method: Method = _field(
+    method: Method = config_field(
         "opcd", "opcd: on-policy reverse KL; offpolicy: teacher samples, student learns its top-k; sft: fine-tune on teacher samples"
     )
-    steps: int = _field(30, "optimizer steps")
-    episodes_per_step: int = _field(4, "episodes sampled per step (every turn of a game is a sample)")
-    max_new_tokens: int = _field(96, "reply length cap per turn, in tokens")
-    temperature: float = _field(0.7, "sampling temperature; both sides' logits are divided by it in the loss")
-    top_p: float = _field(1.0, "nucleus sampling for the training replies")
-    max_prompt_tokens: int = _field(1536, "the student's prompt budget (game history is windowed to fit)")
-    lr: float = _field(1e-4, "AdamW learning rate, constant (LoRA; use ~1e-6..5e-6 for full fine-tuning)")
-    weight_decay: float = _field(0.01, "AdamW weight decay")
-    grad_clip: float = _field(1.0, "gradient-norm clip")
-    lora_r: int = _field(16, "LoRA rank; 0 = full fine-tuning (the teacher is then a frozen copy)")
-    lora_alpha: int = _field(32, "LoRA alpha")
-    kl_top_k: int = _field(0, "0 = full-vocabulary KL; k > 0 = the student's top-k tokens (the paper: 256)")
-    topk_mode: Literal["renormalize", "tail", "truncated"] = _field(
+    steps: int = config_field(30, "optimizer steps")
+    episodes_per_step: int = config_field(4, "episodes sampled per step (every turn of a game is a sample)")
+    max_new_tokens: int = config_field(96, "reply length cap per turn, in tokens")
+    temperature: float = config_field(0.7, "sampling temperature; both sides' logits are divided by it in the loss")
+    top_p: float = config_field(1.0, "nucleus sampling for the training replies")
+    max_prompt_tokens: int = config_field(1536, "the student's prompt budget (game history is windowed to fit)")
+    lr: float = config_field(1e-4, "AdamW learning rate, constant (LoRA; use ~1e-6..5e-6 for full fine-tuning)")
+    weight_decay: float = config_field(0.01, "AdamW weight decay")
+    grad_clip: float = config_field(1.0, "gradient-norm clip")
+    lora_r: int = config_field(16, "LoRA rank; 0 = full fine-tuning (the teacher is then a frozen copy)")
+    lora_alpha: int = config_field(32, "LoRA alpha")
+    kl_top_k: int = config_field(0, "0 = full-vocabulary KL; k > 0 = the student's top-k tokens (the paper: 256)")
+    topk_mode: Literal["renormalize", "tail", "truncated"] = config_field(
         "renormalize", "top-k only: renormalize (proper KL), tail (k+1 buckets), truncated (the paper's code; not a divergence)"
     )
-    reduction: Literal["token_mean", "sequence_mean"] = _field(
+    reduction: Literal["token_mean", "sequence_mean"] = config_field(
         "token_mean", "token_mean (the reference code) or sequence_mean (the paper's equation)"
     )
-    loss_chunk_size: int = _field(256, "positions per chunk in the loss (bounds memory)")
-    eval_every: int = _field(10, "evaluate every N steps (0 = only before and after)")
-    eval_tasks: int = _field(40, "test tasks per evaluation")
-    eval_split: str = _field("test", "split for evaluation")
-    ood_env: str | None = _field(None, "a second env evaluated as the out-of-distribution check")
-    eval_max_new_tokens: int = _field(128, "reply length cap when evaluating")
-    save_every: int = _field(10, "checkpoint every N steps (and at the end)")
-    merge_lora: bool = _field(False, "also save the LoRA-merged model (a plain Hugging Face folder)")
-    out_dir: Path = _field(Path("runs/distill"), "where checkpoints, the metrics JSONL and plots go")
-    seed: int = _field(0, "seed for task order, sampling and initialisation")
-    device: str = _field("cpu", "cpu, cuda, cuda:N or auto")
-    dtype: str = _field("float32", "float32, bfloat16 or float16")
-    backend: Literal["hf", "vllm"] = _field(
+    loss_chunk_size: int = config_field(256, "positions per chunk in the loss (bounds memory)")
+    eval_every: int = config_field(10, "evaluate every N steps (0 = only before and after)")
+    eval_tasks: int = config_field(40, "test tasks per evaluation")
+    eval_split: str = config_field("test", "split for evaluation")
+    ood_env: str | None = config_field(None, "a second env evaluated as the out-of-distribution check")
+    eval_max_new_tokens: int = config_field(128, "reply length cap when evaluating")
+    save_every: int = config_field(10, "checkpoint every N steps (and at the end)")
+    merge_lora: bool = config_field(False, "also save the LoRA-merged model (a plain Hugging Face folder)")
+    out_dir: Path = config_field(Path("runs/distill"), "where checkpoints, the metrics JSONL and plots go")
+    seed: int = config_field(0, "seed for task order, sampling and initialisation")
+    device: str = config_field("cpu", "cpu, cuda, cuda:N or auto")
+    dtype: str = config_field("float32", "float32, bfloat16 or float16")
+    backend: Literal["hf", "vllm"] = config_field(
         "hf", "engine for the student's sampling; vllm (GPU) gets the current LoRA weights before every step"
     )
 

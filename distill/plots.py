@@ -49,3 +49,24 @@ def plot_run(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     fig.savefig(written[-1], dpi=100)
     plt.close(fig)
     return written
+
+
+def plot_rounds(rounds: list[dict[str, Any]], out_dir: Path) -> Path:
+    """``rounds.png``: test pass rate without / with the context after each round, and mean reply length."""
+    numbers = [r["round"] for r in rounds]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    axes[0].plot([0] + numbers, [100 * rounds[0]["before"]["student"]["rate"]] + [100 * r["after"]["student"]["rate"] for r in rounds], marker="o", label="without context")
+    axes[0].plot(numbers, [100 * r["before"]["student_with_context"]["rate"] for r in rounds], marker="s", label="with the round's context (before distilling)")
+    if "ood" in rounds[0]["after"]:
+        axes[0].plot(numbers, [100 * r["after"]["ood"]["rate"] for r in rounds], marker="^", label="OOD env")
+    axes[0].set_xlabel("round")
+    axes[0].set_ylabel("test pass rate (%)")
+    axes[0].legend(fontsize=8)
+    axes[1].bar(numbers, [r["mean_reply_tokens"] for r in rounds], color="tab:gray")
+    axes[1].set_xlabel("round")
+    axes[1].set_title("mean reply length while collecting (tokens)")
+    fig.tight_layout()
+    path = Path(out_dir) / "rounds.png"
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -114,7 +114,11 @@ def train(
         if is_main:
             log.keep_until(distiller.step_count)
     elif log.records():
-        raise FileExistsError(f"{config.out_dir} holds an earlier run; pass --resume to continue it or choose another --out-dir")
+        if not resume:
+            raise FileExistsError(f"{config.out_dir} holds an earlier run; pass --resume to continue it or choose another --out-dir")
+        state.wait_for_everyone()
+        if is_main:  # killed before its first checkpoint: nothing to resume, start over
+            log.keep_until(-1)
     state.wait_for_everyone()  # every process has checked before the main one writes
     if store is not None and run_id is None and is_main:
         run_id = store.create_run({**config.to_dict(), "context_id": context.id, "context_kind": context.kind})
