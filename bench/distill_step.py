@@ -1,0 +1,480 @@
+"""OPCD step benchmark: seconds and peak memory per ``Distiller.step`` against TRL's ``SDFTTrainer``,
+plus the loss's memory chunked against naive.
+
+Run: ``python -m bench.distill_step`` (``--reps N`` measured steps after one warm-up, default 1;
+``--threads``, default 1; ``--no-trl``). TRL is optional: ``pip install trl==1.16.0``.
+
+The step workload: the default model (LoRA r=16 on all linear layers, the teacher = adapters disabled),
+4 QA prompts (the ``qa`` env's train tasks 0-3), a context of exactly 1,024 tokens (the QA handbook,
+repeated and cut), replies of exactly 128 tokens (eos masked until then by ``min_new_tokens``, on both
+sides), temperature 0.7, reverse KL over the student's top-256 tokens renormalised, one AdamW step
+(lr 1e-4, wd 0.01, clip 1.0), fp32.
+
+TRL's ``SDFTTrainer`` gets the same prompts, context text, reply length, sampling, top-k, LoRA and
+optimizer: ``distillation_mode="topk_logits"``, ``distillation_topk=256``, no tail bucket (renormalised),
+``distillation_alpha=1.0`` (its ``compute_divergence`` with alpha=1 is ``kl_div(teacher, student)`` =
+KL(student || teacher), the reverse KL; alpha=0 is the forward KL; the loss table checks it equals
+ours), ``teacher_model_kind="base"`` (adapters disabled), ``num_generations=1`` (4 distinct prompts).
+Changed from its defaults to do the same work: ``bf16=False`` and ``gradient_checkpointing=False`` (ours
+runs fp32 without activation checkpointing), ``max_prompt_length=None`` (512 would cut the 1k-token
+context from the teacher prompt). Differences left: TRL puts the context in the user turn (its teacher
+template), ours in the system message (the same text; the table shows both teacher rows' lengths); TRL's
+"teacher" phase includes its LM head, ours projects teacher logits inside the chunked loss (counted
+under "student"); the sampled tokens differ (different RNG streams).
+
+Time: CPU seconds of the child (``time.process_time``, all its threads) per phase, since other load on a
+shared machine inflates wall time (printed too); 1 torch thread by default, as 2 threads on a loaded
+2-core machine made generation ~25x slower (OpenMP threads waiting on each other).
+
+Memory: torch's CPU allocations are invisible to tracemalloc, so every measurement runs in a fresh
+``spawn`` child and reads the kernel's peak RSS (``ru_maxrss``), its high-water mark reset just before
+the measured region (``/proc/self/clear_refs``), minus the RSS after loading (steps: before the warm-up,
+so state the steps keep, e.g. optimizer moments or memory the allocator holds, counts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import math
+import multiprocessing
+import resource
+import statistics
+import tempfile
+import time
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import psutil
+import torch
+from rich.console import Console
+from rich.table import Table
+from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+
+import envs
+from agents.agent import Context, build_messages
+from agents.hf_backend import HFBackend, chat_prompt_ids
+from agents.llm import LLM, SamplingParams
+from agents.models import DEFAULT_MODEL, load_model
+from agents.records import Message
+from agents.rollout import Task
+from distill.config import DistillConfig
+from distill.losses import chunked_loss, reverse_kl
+from distill.sequences import shared_prefix_length
+from distill.trainer import Distiller, Sample
+
+BATCH, CONTEXT_TOKENS, REPLY_TOKENS, TOP_K = 4, 1024, 128, 256
+TEMPERATURE, LORA_R, LORA_ALPHA, LR = 0.7, 16, 32, 1e-4
+LOSS_POSITIONS, LOSS_VOCAB, LOSS_HIDDEN = 2048, 49_152, 576  # SmolLM2-135M's vocabulary and hidden size
+MIB = 2**20
+
+
+# -- memory ---------------------------------------------------------------------------------------------
+
+
+def rss() -> int:
+    """This process's resident set size, in bytes."""
+    return psutil.Process().memory_info().rss
+
+
+def reset_peak() -> str:
+    """Reset the kernel's peak-RSS mark to the current RSS (Linux); returns how the peak will be read."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return "peak RSS (high-water mark reset before the region) - RSS after loading"
+    except OSError:
+        return "ru_maxrss since process start - RSS after loading (no peak reset on this OS)"
+
+
+def peak_rss() -> int:
+    """The peak RSS since the last ``reset_peak`` (or process start), in bytes (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` in a new ``spawn`` child, so its peak RSS is its own."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(fn, *args).result()
+
+
+def child_setup(threads: int) -> None:
+    """Children: ``threads`` torch threads; no library warnings or progress noise in the output."""
+    from transformers.utils import logging
+
+    torch.set_num_threads(threads)
+    logging.set_verbosity_error()
+    logging.disable_progress_bar()
+    warnings.simplefilter("ignore")
+
+
+# -- the step workload ----------------------------------------------------------------------------------
+
+
+def bench_context(tokenizer: PreTrainedTokenizerBase) -> Context:
+    """The QA handbook repeated and cut to exactly ``CONTEXT_TOKENS`` tokens, as a handbook context."""
+    handbook = envs.make("qa").handbook
+    ids = tokenizer(f"{handbook}\n\n{handbook}", add_special_tokens=False)["input_ids"][:CONTEXT_TOKENS]
+    text = tokenizer.decode(ids)
+    assert len(tokenizer(text, add_special_tokens=False)["input_ids"]) == CONTEXT_TOKENS
+    return Context(text, "handbook", id="bench")
+
+
+def student_conversations() -> list[list[Message]]:
+    """The student's prompts (no context): the QA env's train tasks 0 .. BATCH-1."""
+    env = envs.make("qa")
+    conversations = []
+    for index in range(BATCH):
+        observation, _ = env.reset(options={"split": "train", "index": index})
+        conversations.append(build_messages(env.instructions, [], observation))
+    return conversations
+
+
+def distill_config() -> DistillConfig:
+    return DistillConfig(
+        env="qa", episodes_per_step=BATCH, max_new_tokens=REPLY_TOKENS, temperature=TEMPERATURE, top_p=1.0,
+        lr=LR, lora_r=LORA_R, lora_alpha=LORA_ALPHA, kl_top_k=TOP_K, topk_mode="renormalize",
+    )
+
+
+class Clock:
+    """Wall and CPU seconds (this process, all threads) summed per phase name."""
+
+    def __init__(self) -> None:
+        self.wall: dict[str, float] = defaultdict(float)
+        self.cpu: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
+        self.wall[name] += time.perf_counter() - wall
+        self.cpu[name] += time.process_time() - cpu
+
+
+@dataclass
+class StepResult:
+    """Median CPU seconds per phase over the measured steps, the wall seconds, the peak memory, and what the
+    teacher scored. CPU time is what the comparison uses: other load on a shared machine inflates wall time."""
+
+    generation: float
+    teacher: float
+    student: float  # student forward + loss + backward + optimizer (and everything else in the step)
+    total: float
+    wall: float
+    peak_bytes: int
+    memory_method: str
+    reply_tokens: list[int]
+    teacher_row: int  # the teacher's longest row: context prompt + reply, in tokens
+    teacher_tokens: int  # tokens the teacher's forward runs per step (padding and a cached prefix counted once)
+
+
+def summarize(steps: list[Clock], peak: int, method: str, replies: list[int], row: int, tokens: int) -> StepResult:
+    cpu = {key: statistics.median(s.cpu[key] for s in steps) for key in ("generation", "teacher", "step")}
+    return StepResult(
+        cpu["generation"], cpu["teacher"], cpu["step"] - cpu["generation"] - cpu["teacher"], cpu["step"],
+        statistics.median(s.wall["step"] for s in steps), peak, method, replies, row, tokens,
+    )
+
+
+class FixedLengthBackend(HFBackend):
+    """HF generation whose replies are exactly ``max_new_tokens`` long: eos is masked until then."""
+
+    def _generation_config(self, params: SamplingParams) -> GenerationConfig:
+        config = super()._generation_config(params)
+        config.min_new_tokens = params.max_new_tokens
+        return config
+
+
+class BenchDistiller(Distiller):
+    """``Distiller`` on fixed tasks with fixed-length replies, timing its sampling and the teacher's forward."""
+
+    clock = Clock()
+    last_samples: list[Sample] = []
+
+    def train_tasks(self, step: int) -> list[Task]:
+        return [Task("train", i) for i in range(BATCH)]
+
+    def llm(self, model: PreTrainedModel) -> LLM:
+        return FixedLengthBackend.from_model(model, self.tokenizer, name=self.config.model)
+
+    def sample(self, step: int) -> list[Sample]:
+        with self.clock.phase("generation"):
+            self.last_samples = super().sample(step)
+        return self.last_samples
+
+    @contextmanager
+    def teacher_model(self) -> Iterator[PreTrainedModel]:
+        with self.clock.phase("teacher"), super().teacher_model() as model:
+            yield model
+
+
+def ours_step(reps: int, threads: int) -> StepResult:
+    """Child process: one warm-up and ``reps`` measured ``Distiller.step`` calls."""
+    child_setup(threads)
+    model, tokenizer = load_model(DEFAULT_MODEL)
+    distiller = BenchDistiller(distill_config(), model, tokenizer, bench_context(tokenizer))
+    loaded = rss()
+    distiller.step()
+    steps, peak, method = [], 0, ""
+    for _ in range(reps):
+        distiller.clock = Clock()
+        method = reset_peak()
+        with distiller.clock.phase("step"):
+            distiller.step()
+        peak = max(peak, peak_rss() - loaded)
+        steps.append(distiller.clock)
+    samples = distiller.last_samples
+    prompts = [chat_prompt_ids(tokenizer, s.teacher_messages) for s in samples]
+    prefix = shared_prefix_length(prompts)
+    row = max(len(p) + len(s.reply_ids) for p, s in zip(prompts, samples))
+    replies = [len(s.reply_ids) for s in samples]
+    return summarize(steps, peak, method, replies, row, prefix + len(samples) * (row - prefix))
+
+
+def trl_step(reps: int, threads: int) -> StepResult:
+    """Child process: TRL's SDFTTrainer, configured as OPCD, one warm-up and ``reps`` measured steps."""
+    child_setup(threads)
+    from datasets import Dataset
+    from peft import LoraConfig
+    from transformers import TrainerCallback
+    from transformers.trainer_callback import PrinterCallback
+    from trl.experimental.sdft import SDFTConfig, SDFTTrainer
+
+    model, tokenizer = load_model(DEFAULT_MODEL)
+    context = bench_context(tokenizer)
+    rows = [{"prompt": c, "privileged_context": context.wrap("")} for c in student_conversations()]
+    clock = [Clock()]
+    steps: list[Clock] = []
+    replies: list[int] = []
+    teacher_shape: list[int] = []
+    peak = [0]
+    method = [""]
+
+    class StepTimer(TrainerCallback):
+        def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            clock[0] = Clock()
+            method[0] = reset_peak()
+            clock[0].wall["step"], clock[0].cpu["step"] = -time.perf_counter(), -time.process_time()
+
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            clock[0].wall["step"] += time.perf_counter()
+            clock[0].cpu["step"] += time.process_time()
+            if state.global_step > 1:  # after the warm-up step
+                steps.append(clock[0])
+                peak[0] = max(peak[0], peak_rss() - loaded)
+
+    with tempfile.TemporaryDirectory() as out:
+        args = SDFTConfig(
+            output_dir=out, use_cpu=True, report_to="none", logging_strategy="no", save_strategy="no",
+            disable_tqdm=True, seed=0,
+            # fp32 and no activation checkpointing, like ours (TRL's defaults: bf16=True, gradient_checkpointing=True)
+            bf16=False, gradient_checkpointing=False,
+            per_device_train_batch_size=BATCH, num_generations=1, shuffle_dataset=False, max_steps=1 + reps,
+            max_prompt_length=None,  # the default 512 would cut the teacher's 1k-token context from the left
+            max_completion_length=REPLY_TOKENS, generation_kwargs={"min_new_tokens": REPLY_TOKENS},
+            temperature=TEMPERATURE, top_p=1.0, top_k=0,
+            distillation_mode="topk_logits", distillation_topk=TOP_K, distillation_add_tail=False,
+            distillation_alpha=1.0,  # compute_divergence: alpha=1 -> KL(student || teacher), the reverse KL
+            distillation_is_clip=None, teacher_model_kind="base",
+            teacher_prompt_template="{prompt}{privileged_context}",
+            learning_rate=LR, lr_scheduler_type="constant", weight_decay=0.01, max_grad_norm=1.0, optim="adamw_torch",
+        )
+        lora = LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, target_modules="all-linear", lora_dropout=0.0)
+        trainer = SDFTTrainer(
+            model, args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
+            peft_config=lora, callbacks=[StepTimer()],
+        )
+        trainer.remove_callback(PrinterCallback)  # it prints the run's summary metrics
+        generate, forward = trainer._generate, trainer._forward_logits
+
+        def timed_generate(prompt_ids: list[list[int]]) -> tuple[list[list[int]], list[list[int]]]:
+            with clock[0].phase("generation"):
+                out_ids = generate(prompt_ids)
+            replies[:] = [len(c) for c in out_ids[1]]
+            return out_ids
+
+        def timed_forward(model: Any, input_ids: torch.Tensor, *rest: Any, **kwargs: Any) -> torch.Tensor:
+            if torch.is_grad_enabled():  # the student's forward
+                return forward(model, input_ids, *rest, **kwargs)
+            teacher_shape[:] = input_ids.shape
+            with clock[0].phase("teacher"):
+                return forward(model, input_ids, *rest, **kwargs)
+
+        trainer._generate, trainer._forward_logits = timed_generate, timed_forward
+        loaded = rss()
+        trainer.train()
+    _, row = teacher_shape
+    return summarize(steps, peak[0], method[0], replies, row, math.prod(teacher_shape))
+
+
+# -- the loss alone -------------------------------------------------------------------------------------
+
+
+@dataclass
+class LossResult:
+    loss: float
+    grad: torch.Tensor  # d loss / d student hidden states
+    seconds: float  # CPU seconds
+    peak_bytes: int
+
+
+def loss_case(mode: str, top_k: int | None, chunk: int, threads: int) -> LossResult:
+    """Child process: forward + backward of the reverse KL at (positions, vocab, hidden) = (2048, 49152, 576).
+
+    ``mode``: "chunked" (``chunked_loss`` on hidden states), "naive" (full (N, V) logits for both
+    models, then ``reverse_kl``), or "trl" (TRL's own top-k / full-logit loss on full logits, alpha=1).
+    """
+    child_setup(threads)
+    generator = torch.Generator().manual_seed(0)
+    head = torch.randn(LOSS_VOCAB, LOSS_HIDDEN, generator=generator) * 0.12  # logits of std ~3, like a real LM
+    student = torch.randn(LOSS_POSITIONS, LOSS_HIDDEN, generator=generator)
+    teacher = student + 0.5 * torch.randn(LOSS_POSITIONS, LOSS_HIDDEN, generator=generator)
+    kl = partial(reverse_kl, top_k=top_k, topk_mode="renormalize", temperature=TEMPERATURE)
+
+    def project(hidden: torch.Tensor) -> torch.Tensor:
+        return hidden @ head.T
+
+    def run(positions: int) -> tuple[torch.Tensor, torch.Tensor]:
+        s = student[:positions].clone().requires_grad_(True)
+        t = teacher[:positions]
+        if mode == "chunked":
+            mask = torch.ones(1, positions, dtype=torch.bool)
+            loss = chunked_loss(
+                lambda sl, tl, y: kl(sl, tl), s[None], mask, project, torch.zeros(1, positions, dtype=torch.long),
+                (t[None], mask, project), chunk_size=chunk, temperature=TEMPERATURE,
+            ).loss
+        elif mode == "naive":
+            with torch.no_grad():
+                teacher_logits = project(t)
+            loss = kl(project(s), teacher_logits).mean()
+        else:
+            from trl.experimental.sdft.loss_utils import (
+                compute_full_logit_self_distillation_loss,
+                compute_topk_self_distillation_loss,
+            )
+
+            with torch.no_grad():
+                teacher_logits = project(t) / TEMPERATURE
+            student_logits = project(s) / TEMPERATURE
+            if top_k is None:
+                per_token = compute_full_logit_self_distillation_loss(
+                    student_logits, teacher_logits, distillation_alpha=1.0
+                )
+            else:
+                per_token = compute_topk_self_distillation_loss(
+                    student_logits, teacher_logits, distillation_topk=top_k, distillation_alpha=1.0,
+                    distillation_add_tail=False,
+                )
+            loss = per_token.mean()
+        loss.backward()
+        return loss.detach(), s.grad
+
+    run(64)  # warm-up: first-call overheads, negligible memory
+    loaded = rss()
+    reset_peak()
+    start = time.process_time()
+    loss, grad = run(LOSS_POSITIONS)
+    seconds = time.process_time() - start
+    return LossResult(loss.item(), grad, seconds, peak_rss() - loaded)
+
+
+# -- report ---------------------------------------------------------------------------------------------
+
+
+OURS, TRL = "ours: Distiller.step", "TRL 1.16: SDFTTrainer"
+
+
+def step_table(results: dict[str, StepResult], reps: int, threads: int) -> Table:
+    table = Table(
+        title=f"OPCD step, median of {reps} after 1 warm-up",
+        caption=f"{DEFAULT_MODEL}, batch {BATCH}, {CONTEXT_TOKENS}-token context, top-{TOP_K} renormalised reverse KL, "
+        f"LoRA r={LORA_R}, fp32, {threads} torch thread(s); CPU seconds except 'step wall'. student = student "
+        "forward + loss + backward + AdamW (ours: with the teacher's LM head, which runs inside the chunked loss)",
+    )
+    for column in (
+        "trainer", "gen", "teacher", "student", "step", "step wall", "peak MiB", "replies", "teacher row", "teacher tok"
+    ):
+        table.add_column(column, justify="right")
+    for name, r in results.items():
+        replies = f"{len(r.reply_tokens)}x{r.reply_tokens[0]}" if len(set(r.reply_tokens)) == 1 else str(r.reply_tokens)
+        table.add_row(
+            name, f"{r.generation:.1f}", f"{r.teacher:.1f}", f"{r.student:.1f}", f"{r.total:.1f}", f"{r.wall:.1f}",
+            f"{r.peak_bytes / MIB:.0f}", replies, str(r.teacher_row), str(r.teacher_tokens),
+        )
+    return table
+
+
+def loss_table(results: dict[tuple[str, str], LossResult], threads: int) -> Table:
+    table = Table(
+        title="Loss forward + backward, 1 run each after a 64-position warm-up",
+        caption=f"{LOSS_POSITIONS} positions, vocab {LOSS_VOCAB:,}, hidden {LOSS_HIDDEN}, T={TEMPERATURE}, "
+        f"{threads} torch thread(s); naive = full (N, V) logits for both models, then reverse_kl",
+    )
+    for column in ("KL", "path", "loss", "peak MiB", "CPU s", "|loss - naive|", "max |grad - naive|"):
+        table.add_column(column, justify="right")
+    for (kl, path), r in results.items():
+        naive = results[(kl, "naive")]
+        table.add_row(
+            kl, path, f"{r.loss:.6f}", f"{r.peak_bytes / MIB:.0f}", f"{r.seconds:.2f}",
+            f"{abs(r.loss - naive.loss):.1e}", f"{(r.grad - naive.grad).abs().max().item():.1e}",
+        )
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=1, help="measured steps per trainer, after one warm-up step")
+    parser.add_argument("--no-trl", action="store_true", help="skip TRL even when it is installed")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch threads per child (1: on a shared 2-core machine 2 threads made generation ~25x slower)",
+    )
+    args = parser.parse_args(argv)
+    console = Console()
+    if not console.is_terminal:
+        console.width = 120
+    started = time.perf_counter()
+    has_trl = importlib.util.find_spec("trl") is not None and not args.no_trl
+
+    steps = {OURS: in_fresh_process(ours_step, args.reps, args.threads)}
+    if has_trl:
+        steps[TRL] = in_fresh_process(trl_step, args.reps, args.threads)
+    console.print(step_table(steps, args.reps, args.threads))
+    ours = steps[OURS]
+    if has_trl:
+        trl = steps[TRL]
+        console.print(
+            f"TRL / ours CPU seconds per step: [bold]{trl.total / ours.total:.2f}x[/] (target >= 2x; wall "
+            f"{trl.wall / ours.wall:.2f}x); without generation (the same HF generate on both sides) "
+            f"{(trl.total - trl.generation) / (ours.total - ours.generation):.2f}x; teacher "
+            f"{trl.teacher / ours.teacher:.2f}x; peak memory {trl.peak_bytes / ours.peak_bytes:.2f}x"
+        )
+    else:
+        reason = "--no-trl" if args.no_trl else "trl is not installed (pip install trl==1.16.0)"
+        console.print(f"TRL skipped: {reason}")
+
+    losses: dict[tuple[str, str], LossResult] = {}
+    paths = [("naive", "naive", 0), ("chunked 256", "chunked", 256), ("chunked 512", "chunked", 512)]
+    for kl, top_k in ((f"top-{TOP_K} renorm", TOP_K), ("full vocab", None)):
+        for label, mode, chunk in paths + ([("TRL loss_utils", "trl", 0)] if has_trl else []):
+            losses[(kl, label)] = in_fresh_process(loss_case, mode, top_k, chunk, args.threads)
+    console.print(loss_table(losses, args.threads))
+    for kl in (f"top-{TOP_K} renorm", "full vocab"):
+        naive, chunked = losses[(kl, "naive")], losses[(kl, "chunked 256")]
+        console.print(
+            f"{kl}: naive / chunked-256 peak memory [bold]{naive.peak_bytes / chunked.peak_bytes:.1f}x[/], "
+            f"CPU seconds {naive.seconds / chunked.seconds:.2f}x"
+        )
+    console.print(f"memory: {ours.memory_method}; each measurement in a fresh spawned process")
+    console.print(f"total benchmark time {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
