@@ -123,8 +123,7 @@ def select_knowledge(store: ExperienceStore, base: DistillConfig, loop: LoopConf
     evaluation = SamplingParams(max_new_tokens=base.eval_max_new_tokens, temperature=0.0)
     scorer = PassRateScorer(llm, base.env, loop.validation_tasks, evaluation)
     config = ReflectConfig(
-        steps=loop.reflect_steps, candidates=loop.reflect_candidates, budget=loop.reflect_budget,
-        seed=base.seed, round=round,
+        steps=loop.reflect_steps, candidates=loop.reflect_candidates, budget=loop.reflect_budget, seed=base.seed
     )
     return reflect(store, extractor, scorer, base.env, llm_token_counter(llm), config, agent_model=model).selected
 

@@ -5,6 +5,10 @@
 - ``tiny_llama`` (session): a randomly initialised 2-layer Llama (hidden 32) with the default tokenizer's
   vocabulary, float32, CPU, eval mode, seeded. Shared: a test that changes it works on a ``copy.deepcopy``.
 - ``tiny_backend``: ``HFBackend.from_model(tiny_llama, default_tokenizer, name="tiny-llama")``.
+- ``tiny_model_dir`` (session): ``tiny_llama`` saved as a folder, a model name every CLI accepts.
+- ``writer_dir`` (session): a one-layer Llama folder whose weights are set by hand to a bigram chain:
+  whatever the conversation, it writes ``WRITER_LINE`` (a knowledge item) and ends its turn. Reflect and
+  the loop run on it through the real backend, resolver and CLIs.
 """
 
 from __future__ import annotations
@@ -16,8 +20,11 @@ import torch
 from hypothesis import settings
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from agents.hf_backend import HFBackend
+from agents.hf_backend import HFBackend, chat_prompt_ids
 from agents.models import DEFAULT_MODEL, load_tokenizer
+
+WRITER_ITEM = "Check every step before answering."
+WRITER_LINE = f"- EXPERIENCE ITEM: {WRITER_ITEM}"
 
 settings.register_profile("default", deadline=None, max_examples=60, derandomize=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
@@ -66,5 +73,36 @@ def tiny_model_dir(tiny_llama: LlamaForCausalLM, default_tokenizer: PreTrainedTo
     """``tiny_llama`` saved as a Hugging Face folder: a model name every CLI accepts."""
     folder = tmp_path_factory.mktemp("tiny-llama")
     tiny_llama.save_pretrained(folder)
+    default_tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def bigram_writer(tokenizer: PreTrainedTokenizerBase, text: str) -> LlamaForCausalLM:
+    """A Llama that writes ``text`` then ends its turn, whatever the conversation (greedy or sampled)."""
+    start = chat_prompt_ids(tokenizer, [{"role": "user", "content": "x"}])[-1]
+    chain = [start, *tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+    assert len(set(chain[:-1])) == len(chain) - 1, "a bigram chain needs distinct tokens"
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=8192, tie_word_embeddings=False,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    model = LlamaForCausalLM(config).eval()
+    with torch.no_grad():
+        for layer in model.model.layers:  # attention and MLP add nothing: the residual is the token's embedding
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
+        model.model.embed_tokens.weight.zero_()
+        model.lm_head.weight.zero_()
+        for i, (token, following) in enumerate(zip(chain, chain[1:])):
+            model.model.embed_tokens.weight[token, i] = 1.0
+            model.lm_head.weight[following, i] = 100.0
+    return model
+
+
+@pytest.fixture(scope="session")
+def writer_dir(default_tokenizer: PreTrainedTokenizerBase, tmp_path_factory: pytest.TempPathFactory) -> str:
+    folder = tmp_path_factory.mktemp("writer")
+    bigram_writer(default_tokenizer, WRITER_LINE).save_pretrained(folder)
     default_tokenizer.save_pretrained(folder)
     return str(folder)
