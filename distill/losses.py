@@ -15,8 +15,9 @@ Both sides are divided by the sampling temperature first. Log-probabilities are 
 ``LOGPROB_FLOOR`` so ``-inf`` logits (masked vocabulary entries) give large but finite losses, never NaN.
 
 ``chunked_loss`` computes a per-token loss from hidden states in chunks of positions, projecting to
-logits inside each chunk and recomputing them in the backward pass (activation checkpointing), so peak
-memory grows with chunk x vocabulary, not sequence x vocabulary. It only touches response positions.
+logits inside each chunk and taking that chunk's gradient right away (the "fused linear" approach of
+Liger-Kernel), so peak memory grows with chunk x vocabulary, not sequence x vocabulary, and no chunk is
+computed twice. It only touches response positions.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.checkpoint import checkpoint
+from torch.autograd.function import once_differentiable
 
 LOGPROB_FLOOR = -1e4
 TopKMode = Literal["renormalize", "tail", "truncated"]
@@ -104,18 +105,24 @@ def token_nll(student_logits: Tensor, targets: Tensor, *, temperature: float = 1
     return -log_probs(student_logits, temperature).gather(-1, targets[:, None]).squeeze(-1)
 
 
+def token_weights(sequence_index: Tensor, num_sequences: int, reduction: Reduction) -> Tensor:
+    """Per-token weights (N,) in float32 such that the reduced loss is ``sum_i w_i * loss_i``.
+
+    ``token_mean``: 1/N. ``sequence_mean``: 1 / (sequences present x the token's sequence length), the
+    mean over sequences of each sequence's mean. ``sequence_index`` (N,) gives each token's sequence.
+    """
+    n = sequence_index.numel()
+    if reduction == "token_mean":
+        return torch.full((n,), 1.0 / max(n, 1), device=sequence_index.device)
+    if reduction == "sequence_mean":
+        counts = torch.bincount(sequence_index, minlength=num_sequences)
+        return 1.0 / ((counts > 0).sum() * counts[sequence_index]).float()
+    raise ValueError(f"unknown reduction {reduction!r}; expected token_mean or sequence_mean")
+
+
 def reduce(per_token: Tensor, sequence_index: Tensor, num_sequences: int, reduction: Reduction) -> Tensor:
     """Aggregate (N,) token losses: mean over tokens, or mean over sequences of each sequence's mean."""
-    if per_token.numel() == 0:
-        return per_token.sum()
-    if reduction == "token_mean":
-        return per_token.mean()
-    if reduction == "sequence_mean":
-        sums = per_token.new_zeros(num_sequences).index_add(0, sequence_index, per_token)
-        counts = per_token.new_zeros(num_sequences).index_add(0, sequence_index, torch.ones_like(per_token))
-        present = counts > 0
-        return (sums[present] / counts[present]).mean()
-    raise ValueError(f"unknown reduction {reduction!r}; expected token_mean or sequence_mean")
+    return (per_token * token_weights(sequence_index, num_sequences, reduction).to(per_token.dtype)).sum()
 
 
 @dataclass
@@ -125,6 +132,26 @@ class LossOutput:
     loss: Tensor
     token_loss: Tensor
     student_entropy: Tensor
+
+
+class _PrecomputedGrad(torch.autograd.Function):
+    """Attach gradients computed in the forward pass to a loss value.
+
+    ``apply(loss, grads, *inputs)`` returns ``loss`` (a detached scalar) as a function of ``inputs``, whose
+    backward returns ``grad_output * grads[i]`` for ``inputs[i]`` (``grads[i]`` is None where the input needs
+    no gradient). Gradients then reach whatever produced the inputs through the normal ``backward()``.
+    """
+
+    @staticmethod
+    def forward(ctx, loss: Tensor, grads: tuple[Tensor | None, ...], *inputs: Tensor) -> Tensor:
+        ctx.save_for_backward(*grads)
+        return loss.clone()  # a new tensor: returning an input as-is would make it a view of it
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_output: Tensor) -> tuple[Tensor | None, ...]:
+        grads = tuple(None if g is None else grad_output * g for g in ctx.saved_tensors)
+        return None, None, *grads
 
 
 def chunked_loss(
@@ -145,8 +172,12 @@ def chunked_loss(
     logits predict response tokens, and ``targets`` (B, T) holds those tokens. ``teacher`` is
     ``(hidden (B, T', H'), mask (B, T'), head)``, treated as constant; its prompt is longer (it holds the
     context), so its positions are shifted, but each row must select as many positions as the student's.
-    Heads map (n, H) -> (n, V) logits. Chunks are recomputed in backward, so at most one chunk of logits
-    per model is alive at a time. ``temperature`` scales the logged student entropy.
+    Heads map (n, H) -> (n, V) logits. ``temperature`` scales the logged student entropy.
+
+    Each chunk's gradient (w.r.t. its hidden states and the trainable parameters of ``student_head``, when
+    it is an ``nn.Module``) is computed in the forward pass and kept ((N, H) plus the parameters' size);
+    ``loss.backward()`` then hands it on, so at most one chunk of logits per model is alive at a time and
+    no chunk is recomputed. Tensors a plain-function head closes over get no gradient.
     """
     student_mask = student_mask.bool()
     sequence_index = student_mask.nonzero()[:, 0]
@@ -158,26 +189,44 @@ def chunked_loss(
             raise ValueError("student and teacher masks select different numbers of positions per row")
         t_hidden = teacher_hidden[teacher_mask.bool()].detach()
 
-    def chunk_loss(s: Tensor, t: Tensor | None, targets_chunk: Tensor) -> tuple[Tensor, Tensor]:
+    # The reduction is linear in the token losses, so each chunk's gradient can be weighted up front.
+    weights = token_weights(sequence_index, student_mask.shape[0], reduction)
+    grad_on = torch.is_grad_enabled()
+    want_hidden = grad_on and s_hidden.requires_grad
+    is_module = isinstance(student_head, torch.nn.Module)
+    params = [p for p in student_head.parameters() if p.requires_grad] if grad_on and is_module else []
+    hidden_grad = torch.zeros_like(s_hidden) if want_hidden else None
+    # Parameter gradients add up over chunks: accumulate in float32, whatever the parameters' dtype.
+    param_grads = [torch.zeros_like(p, dtype=torch.float32) for p in params]
+
+    def chunk(piece: slice) -> tuple[Tensor, Tensor]:
+        """(loss, entropy) of the positions ``piece``, adding their weighted gradient into the buffers."""
+        s = s_hidden[piece].detach().requires_grad_(want_hidden)
         with torch.no_grad():
-            teacher_logits = teacher_head(t) if t is not None else None
-        student_logits = student_head(s)
+            teacher_logits = teacher_head(t_hidden[piece]) if t_hidden is not None else None
+        with torch.set_grad_enabled(want_hidden or bool(params)):
+            student_logits = student_head(s)
+            loss = per_token(student_logits, teacher_logits, y[piece])
         with torch.no_grad():
             s_log = log_probs(student_logits, temperature)
             entropy = -(s_log.exp() * s_log).sum(-1)
-        return per_token(student_logits, teacher_logits, targets_chunk), entropy
+        if loss.requires_grad:
+            grads = torch.autograd.grad((loss * weights[piece]).sum(), ([s] if want_hidden else []) + params)
+            if want_hidden:
+                hidden_grad[piece] = grads[0]
+            for total, grad in zip(param_grads, grads[1:] if want_hidden else grads):
+                total += grad
+        return loss.detach(), entropy
 
     losses, entropies = [], []
     for start in range(0, s_hidden.shape[0], chunk_size):
-        piece = slice(start, start + chunk_size)
-        args = (s_hidden[piece], t_hidden[piece] if t_hidden is not None else None, y[piece])
-        if torch.is_grad_enabled() and s_hidden.requires_grad:
-            loss, entropy = checkpoint(chunk_loss, *args, use_reentrant=False)
-        else:
-            loss, entropy = chunk_loss(*args)
+        loss, entropy = chunk(slice(start, start + chunk_size))  # the chunk's logits are freed on return
         losses.append(loss)
         entropies.append(entropy)
     token_loss = torch.cat(losses) if losses else s_hidden.new_zeros(0)
     entropy = torch.cat(entropies) if entropies else s_hidden.new_zeros(0)
-    loss = reduce(token_loss, sequence_index, student_mask.shape[0], reduction)
-    return LossOutput(loss=loss, token_loss=token_loss.detach(), student_entropy=entropy)
+    loss = (token_loss * weights.to(token_loss.dtype)).sum()
+    if want_hidden or params:
+        grads = (hidden_grad, *(g.to(p.dtype) for g, p in zip(param_grads, params)))
+        loss = _PrecomputedGrad.apply(loss, grads, s_hidden, *params)
+    return LossOutput(loss=loss, token_loss=token_loss, student_entropy=entropy)

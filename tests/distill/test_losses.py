@@ -178,3 +178,50 @@ def test_chunked_rejects_mismatched_masks() -> None:
             kl_only(reverse_kl), hidden, torch.tensor([[1, 1, 0, 0]]), head, torch.zeros(1, 4, dtype=torch.long),
             (hidden, torch.tensor([[1, 0, 0, 0]]), head),
         )
+
+
+def lora_like_setup(reduction: str):
+    """A trainable layer (the decoder, LoRA weights) under a frozen head, the trainer's LoRA case."""
+    torch.manual_seed(2)
+    B, T, H = 2, 9, 16
+    decoder = torch.nn.Linear(H, H)
+    head = torch.nn.Linear(H, V, bias=False).requires_grad_(False)
+    inputs = torch.randn(B, T, H)
+    mask = torch.zeros(B, T, dtype=torch.bool)
+    mask[0, 1:8] = True
+    mask[1, 4:6] = True
+    targets = torch.randint(V, (B, T))
+    teacher_hidden = torch.randn(B, T, H)
+    per_token = kl_only(reverse_kl, top_k=9)
+
+    def run(chunked: bool) -> Tensor:
+        hidden = decoder(inputs)
+        if chunked:
+            return chunked_loss(
+                per_token, hidden, mask, head, targets, (teacher_hidden, mask, head), reduction=reduction, chunk_size=3
+            ).loss
+        return naive_masked(per_token, hidden, mask, head, targets, teacher_hidden, mask, head, reduction)
+
+    return decoder, head, run
+
+
+@pytest.mark.parametrize("reduction", ["token_mean", "sequence_mean"])
+def test_chunked_frozen_head_passes_gradient_upstream(reduction) -> None:
+    decoder, head, run = lora_like_setup(reduction)
+    run(chunked=False).backward()
+    want = [p.grad.clone() for p in decoder.parameters()]
+    decoder.zero_grad()
+    loss = run(chunked=True)
+    loss.backward()
+    for p, expected in zip(decoder.parameters(), want):
+        assert torch.allclose(p.grad, expected, atol=1e-5)
+    assert head.weight.grad is None
+
+
+def test_chunked_under_no_grad() -> None:
+    _, _, run = lora_like_setup("token_mean")
+    naive = run(chunked=False)
+    with torch.no_grad():
+        loss = run(chunked=True)
+    assert not loss.requires_grad
+    assert torch.allclose(loss, naive, atol=1e-5)
