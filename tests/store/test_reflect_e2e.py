@@ -2,8 +2,8 @@
 
 The tiny model (``writer_dir``, tests/conftest.py) is a one-layer Llama with the default tokenizer whose
 weights are set by hand to a bigram chain: after the chat template's generation prompt it always writes
-``WRITER_LINE`` and stops. It runs
-through the real backend, model resolver and CLIs, in well under a second per call.
+``WRITER_LINE`` and stops. It runs through the real backend, model resolver and CLIs, in well under a
+second per call.
 """
 
 from __future__ import annotations
@@ -14,21 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
 import envs
 from agents.agent import Agent
-from agents.hf_backend import HFBackend, chat_prompt_ids
+from agents.hf_backend import HFBackend
 from agents.llm import SamplingParams
 from agents.rollout import Task, collect_episodes
 from experience_store import ExperienceStore
 from experience_store.knowledge import knowledge_text, llm_token_counter
-from experience_store.reflect import Extractor, task_style
+from experience_store.reflect import ITEM_MARKER, Extractor, parse_items, task_style
 from experience_store.selection import PassRateScorer, ReflectConfig, reflect
-
-from conftest import WRITER_ITEM as ITEM
-from conftest import WRITER_LINE as ITEM_LINE
 
 
 @pytest.fixture(scope="module")
@@ -36,20 +31,29 @@ def writer(writer_dir: str) -> HFBackend:
     return HFBackend(writer_dir)
 
 
+@pytest.fixture(scope="module")
+def item(writer: HFBackend) -> str:
+    """The one item the writer writes, read off its output (``from conftest import`` would find
+    tests/store/conftest.py, not tests/conftest.py)."""
+    (reply,) = writer.generate([[{"role": "user", "content": "x"}]], SamplingParams(max_new_tokens=40, temperature=0))
+    (text,) = parse_items(reply.text)
+    return text
+
+
 def run(module: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=600)
 
 
-def test_the_writer_model_writes_its_line(writer: HFBackend) -> None:
+def test_the_writer_model_writes_its_line(writer: HFBackend, item: str) -> None:
     conversations = [
         [{"role": "user", "content": "Anything at all."}],
         [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}],
     ]
     for params in (SamplingParams(max_new_tokens=40, temperature=0.0), SamplingParams(max_new_tokens=40, seed=3)):
-        assert [g.text for g in writer.generate(conversations, params)] == [ITEM_LINE, ITEM_LINE]
+        assert [g.text for g in writer.generate(conversations, params)] == [f"{ITEM_MARKER} {item}"] * 2
 
 
-def test_reflect_cli_on_episodes_that_agents_play_stored(writer_dir: str, tmp_path: Path) -> None:
+def test_reflect_cli_on_episodes_that_agents_play_stored(writer_dir: str, item: str, tmp_path: Path) -> None:
     store = tmp_path / "exp.db"
     for env, episodes in (("math", "3"), ("frozenlake", "2")):
         played = run("agents.play", "--env", env, "--model", writer_dir, "--episodes", episodes,
@@ -59,7 +63,7 @@ def test_reflect_cli_on_episodes_that_agents_play_stored(writer_dir: str, tmp_pa
                  "--candidates", "2", "--validation-tasks", "2", "--max-new-tokens", "24",
                  "--eval-max-new-tokens", "24", "--baselines")
     assert result.returncode == 0, result.stderr
-    assert ITEM in result.stdout and "seed 1 step 2" in result.stdout  # items shown as they are written
+    assert item in result.stdout and "seed 1 step 2" in result.stdout  # items shown as they are written
     assert "Candidate knowledge sets for math" in result.stdout and "raw traces" in result.stdout
     with ExperienceStore.open(store, readonly=True) as s:
         played = {e.uuid for e in s.episodes(env="math")}
@@ -67,16 +71,16 @@ def test_reflect_cli_on_episodes_that_agents_play_stored(writer_dir: str, tmp_pa
         selected = s.selected_knowledge_set("math")
         candidates = [k for k in s.knowledge_sets(env="math") if k.metadata.get("selection") == "validation"]
         (run_record,) = s.runs()
-    assert len(items) == 4 and all(i.text == ITEM and i.model == writer_dir for i in items)
+    assert len(items) == 4 and all(i.text == item and i.model == writer_dir for i in items)
     assert all(len(i.source_episodes) == 1 and i.source_episodes[0] in played for i in items)
     assert len(candidates) == 2 and all(k.validation_n == 2 for k in candidates)
-    assert selected is not None and knowledge_text(selected.items) == ITEM  # the two copies were merged
+    assert selected is not None and knowledge_text(selected.items) == item  # the two copies were merged
     assert selected.metadata["merged"] and run_record.evaluation["selected"] == selected.uuid
 
     export = ("--export", str(tmp_path / "k.txt"))
     shown = run("experience_store", "knowledge", "--store", str(store), "--env", "math", *export)
     assert shown.returncode == 0, shown.stderr
-    assert "selected knowledge set" in shown.stdout and (tmp_path / "k.txt").read_text() == ITEM + "\n"
+    assert "selected knowledge set" in shown.stdout and (tmp_path / "k.txt").read_text() == item + "\n"
     traces = run("experience_store", "knowledge", "--store", str(store), "--env", "math", "--export",
                  str(tmp_path / "t.txt"), "--traces")
     assert traces.returncode == 0 and "Problem:" in (tmp_path / "t.txt").read_text()
@@ -116,7 +120,9 @@ def short_textworld() -> Iterator[str]:
 
 
 @pytest.mark.parametrize("env", envs.names())
-def test_reflect_runs_on_every_env(env: str, writer: HFBackend, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+def test_reflect_runs_on_every_env(
+    env: str, writer: HFBackend, item: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     if env == "textworld":
         env = request.getfixturevalue("short_textworld")
     llm = writer
@@ -129,7 +135,7 @@ def test_reflect_runs_on_every_env(env: str, writer: HFBackend, tmp_path: Path, 
                          ReflectConfig(steps=2, candidates=1))
         selected = store.selected_knowledge_set(env)
     assert selected is not None and selected.uuid == result.selected.uuid and selected.validation_n == 1
-    assert [i.text for i in selected.items] == [ITEM]
+    assert [i.text for i in selected.items] == [item]
     assert selected.items[0].source_episodes[0] in {e.uuid for e in episodes}
 
 

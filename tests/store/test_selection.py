@@ -1,0 +1,224 @@
+"""Selection: candidates per seed and accumulation step, scored by a scripted scorer, the best selected."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from agents.hf_backend import HFBackend
+from agents.llm import Generation, SamplingParams
+from agents.records import Episode, Message, Turn
+from experience_store import ExperienceStore, KnowledgeSet
+from experience_store.knowledge import knowledge_text, trace_text
+from experience_store.reflect import Extractor
+from experience_store.selection import (
+    NoEpisodes,
+    PassRateScorer,
+    ReflectConfig,
+    ReflectError,
+    newest_model,
+    pick_best,
+    reflect,
+    sample_episodes,
+)
+
+
+@dataclass
+class SeededLLM:
+    """Writes, for each episode, one item naming the sampling seed and the episode's task."""
+
+    name: str = "extractor"
+    calls: list[int] = field(default_factory=list)
+
+    def generate(self, conversations: list[list[Message]], params: SamplingParams) -> list[Generation]:
+        assert params.seed is not None
+        self.calls.append(params.seed)
+        replies = []
+        for conversation in conversations:
+            task = conversation[-1]["content"].split("Problem:\n")[1].split("\n")[0]
+            replies.append(f"- EXPERIENCE ITEM: seed {letter(params.seed)} learned {task}")
+        return [Generation(r, [], [], "stop") for r in replies]
+
+    def count_tokens(self, conversation: list[Message]) -> int:
+        return sum(len(m["content"].split()) for m in conversation)
+
+
+def letter(i: int) -> str:
+    """Letters, not digits: item normalisation writes every number as 0."""
+    return chr(ord("a") + i)
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def math_episode(
+    i: int, *, env: str = "math", success: bool = False, model: str = "player", split: str = "train"
+) -> Episode:
+    turn = Turn(0, [{"role": "system", "content": "rules"}, {"role": "user", "content": f"task{letter(i)}"}], "Answer: 1", "1",
+                float(success), "Correct." if success else "Incorrect: the answer read from your reply was 1")
+    return Episode(env, f"t{i}", split, model, [turn], success=success, created_at=1000.0 + i)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ExperienceStore:
+    with ExperienceStore.open(tmp_path / "exp.db") as s:
+        s.add_episodes([math_episode(i, success=i % 2 == 0) for i in range(6)])
+        yield s
+
+
+def scripted(scores: dict[str, float]) -> tuple[list[str], object]:
+    """A scorer that reads scores off the seed mentioned in the text (0 when none) and logs its calls."""
+    seen: list[str] = []
+
+    def score(text: str) -> tuple[float, int]:
+        seen.append(text)
+        return next((v for k, v in scores.items() if k in text), 0.0), 10
+
+    return seen, score
+
+
+# -- choosing ------------------------------------------------------------------------------------
+
+
+def scored(score: float | None, n: int | None, tokens: int) -> KnowledgeSet:
+    return KnowledgeSet("math", [], tokens, validation_score=score, validation_n=n)
+
+
+def test_pick_best_takes_the_highest_score_then_larger_n_then_fewer_tokens_then_the_first() -> None:
+    low, high, unscored = scored(0.2, 10, 5), scored(0.6, 10, 50), scored(None, None, 1)
+    assert pick_best([low, unscored, high]) is high
+    small_n, big_n = scored(0.6, 5, 1), scored(0.6, 20, 99)
+    assert pick_best([small_n, big_n]) is big_n
+    short, long = scored(0.6, 20, 10), scored(0.6, 20, 30)
+    assert pick_best([long, short]) is short
+    first, second = scored(0.6, 20, 10), scored(0.6, 20, 10)
+    assert pick_best([first, second]) is first
+    with pytest.raises(ValueError):
+        pick_best([unscored])
+
+
+def test_config_validation_and_checkpoints() -> None:
+    assert ReflectConfig(steps=4).checkpoints(4) == [4]
+    assert ReflectConfig(steps=5, every=2).checkpoints(5) == [2, 4, 5]
+    assert ReflectConfig(steps=8, every=2).checkpoints(3) == [2, 3]  # fewer episodes than steps
+    for bad in ({"steps": 0}, {"candidates": 0}, {"budget": 0}, {"every": 0}, {"order": "oldest"}):
+        with pytest.raises(ValueError):
+            ReflectConfig(**bad)  # type: ignore[arg-type]
+
+
+# -- sampling episodes ---------------------------------------------------------------------------
+
+
+def test_sample_newest_random_successes_aliases_and_models(store: ExperienceStore) -> None:
+    store.add_episodes([math_episode(10, env="opcd/Math-v0"), math_episode(11, model="other")])
+    store.add_episodes([math_episode(12, split="validation")])
+    newest = sample_episodes(store, "math", 3)
+    assert [e.task_id for e in newest] == ["t5", "t10", "t11"]  # both names of the env, oldest first
+    assert [e.task_id for e in sample_episodes(store, "math", 2, model="player")] == ["t5", "t10"]
+    assert all(e.success for e in sample_episodes(store, "math", 9, only_success=True))
+    one = sample_episodes(store, "math", 3, order="random", seed=1)
+    assert one == sample_episodes(store, "math", 3, order="random", seed=1)
+    assert {e.uuid for e in one} != {e.uuid for e in sample_episodes(store, "math", 3, order="random", seed=2)}
+    assert newest_model(store, "opcd/Math-v0") == "other"
+
+
+def test_no_episodes_is_a_clear_error(store: ExperienceStore) -> None:
+    with pytest.raises(NoEpisodes, match=r"no train episodes of env 'sokoban'.*python -m agents.play --env sokoban"):
+        sample_episodes(store, "sokoban", 4)
+    with pytest.raises(NoEpisodes, match="no successful"):
+        sample_episodes(store, "math", 4, model="other", only_success=True)
+    with pytest.raises(NoEpisodes, match="agents.play"):
+        newest_model(store, "frozenlake")
+
+
+# -- reflect --------------------------------------------------------------------------------------
+
+
+def test_reflect_scores_every_candidate_and_selects_the_best(store: ExperienceStore) -> None:
+    llm = SeededLLM()
+    seen, scorer = scripted({"seed l": 0.9, "seed k": 0.3})
+    config = ReflectConfig(steps=3, candidates=3, seed=10, budget=1000)
+    result = reflect(store, Extractor(llm, "problem", round=2), scorer, "math", words, config)
+    assert llm.calls == [10, 11, 12]
+    assert [c.metadata["seed"] for c in result.candidates] == [10, 11, 12]
+    assert [c.validation_score for c in result.candidates] == [0.3, 0.9, 0.0]
+    assert result.selected.uuid == result.candidates[1].uuid
+    stored = store.selected_knowledge_set("math")
+    assert stored is not None and stored.uuid == result.selected.uuid
+    assert stored.validation_score == 0.9 and stored.validation_n == 10 and stored.round == 2
+    assert knowledge_text(stored.items) == "seed l learned taskd\nseed l learned taske\nseed l learned taskf"
+    assert sorted(seen) == sorted(knowledge_text(c.items) for c in result.candidates)
+    # Every item is stored as written, with its provenance.
+    items = store.knowledge_items(env="math")
+    assert len(items) == 9 and all(i.model == "extractor" and i.round == 2 for i in items)
+    assert {i.source_episodes[0] for i in items} == {e.uuid for e in result.episodes}
+    assert stored.metadata["episodes"] == [e.uuid for e in result.episodes] and stored.metadata["steps"] == 3
+    (run,) = store.runs()
+    assert run.config["kind"] == "reflect" and run.evaluation["selected"] == result.selected.uuid
+
+
+def test_intermediate_steps_are_candidates_and_equal_texts_are_scored_once(store: ExperienceStore) -> None:
+    seen, scorer = scripted({"taske": 1.0})
+    config = ReflectConfig(steps=3, candidates=2, every=1)
+    result = reflect(store, Extractor(SeededLLM(), "problem"), scorer, "math", words, config)
+    assert [(c.metadata["seed"], c.metadata["steps"]) for c in result.candidates] == [
+        (0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)
+    ]
+    assert result.selected is result.candidates[1]  # first to reach the best score, with fewest tokens
+    assert len(seen) == len(set(seen)) == 6
+
+
+def test_budget_and_merging_shape_the_candidates(store: ExperienceStore) -> None:
+    config = ReflectConfig(steps=4, candidates=1, budget=8)  # two 4-word items fit
+    result = reflect(store, Extractor(SeededLLM(), "problem"), scripted({})[1], "math", words, config)
+    (candidate,) = result.candidates
+    assert knowledge_text(candidate.items) == "seed a learned taske\nseed a learned taskf"
+    assert len(candidate.metadata["truncated"]) == 2 and candidate.token_count == 8
+
+
+def test_test_time_mode_selects_a_seeded_random_candidate_without_scoring(store: ExperienceStore) -> None:
+    def never(text: str) -> tuple[float, int]:
+        raise AssertionError("test-time mode scores nothing")
+
+    picks = set()
+    for seed in range(6):
+        config = ReflectConfig(steps=1, candidates=3, seed=seed, mode="test-time")
+        result = reflect(store, Extractor(SeededLLM(), "problem"), never, "math", words, config)
+        assert result.selected.validation_score is None and result.selected.metadata["selection"] == "test-time"
+        picks.add(result.candidates.index(result.selected))
+        again = reflect(store, Extractor(SeededLLM(), "problem"), never, "math", words, config)
+        assert again.candidates.index(again.selected) == result.candidates.index(result.selected)
+    assert len(picks) > 1
+
+
+def test_baselines_score_no_context_and_raw_traces_without_selecting_them(store: ExperienceStore) -> None:
+    seen, scorer = scripted({"seed": 0.5})
+    traces_seen, trace_scorer = scripted({"task": 0.25})
+    config = ReflectConfig(steps=2, candidates=1, baselines=True)
+    result = reflect(store, Extractor(SeededLLM(), "problem"), scorer, "math", words, config, trace_scorer=trace_scorer)
+    assert result.baselines == {"no context": (0.0, 10), "raw traces": (0.25, 10)} and "" in seen
+    assert result.trace_set is not None and traces_seen == [trace_text(result.trace_set.items)]
+    stored = {s.uuid: s for s in store.knowledge_sets(env="math")}
+    assert stored[result.trace_set.uuid].validation_score == 0.25 and not stored[result.trace_set.uuid].selected
+    assert stored[result.selected.uuid].selected
+
+
+def test_a_model_that_writes_nothing_parsable_fails_clearly(store: ExperienceStore) -> None:
+    @dataclass
+    class Mute(SeededLLM):
+        def generate(self, conversations: list[list[Message]], params: SamplingParams) -> list[Generation]:
+            return [Generation("I have no idea.", [], [], "stop") for _ in conversations]
+
+    with pytest.raises(ReflectError, match="no parsable"):
+        reflect(store, Extractor(Mute(), "problem"), scripted({})[1], "math", words, ReflectConfig(steps=2))
+    assert store.knowledge_sets() == [] and store.selected_knowledge_set("math") is None
+
+
+def test_pass_rate_scorer_plays_validation_in_context(tiny_backend: HFBackend) -> None:
+    scorer = PassRateScorer(tiny_backend, "qa", num_tasks=3, sampling=SamplingParams(max_new_tokens=2, temperature=0.0))
+    score, n = scorer("Always answer <answer>A</answer>.")
+    assert n == 3 and 0.0 <= score <= 1.0
+    assert scorer("") == scorer("   ")  # no context
