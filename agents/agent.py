@@ -102,17 +102,24 @@ def build_messages(
     system = context.wrap(instructions) if context else instructions
     head: list[Message] = [{"role": "system", "content": system}]
     tail: list[Message] = [{"role": "user", "content": observation}]
-    pairs = list(history)
-    while True:
+
+    def keeping(first: int) -> list[Message]:
         middle: list[Message] = []
-        for past_observation, reply in pairs:
+        for past_observation, reply in history[first:]:
             middle += [{"role": "user", "content": past_observation}, {"role": "assistant", "content": reply}]
-        messages = head + middle + tail
-        if not pairs or count_tokens is None or max_prompt_tokens is None:
-            return messages
-        if count_tokens(messages) <= max_prompt_tokens:
-            return messages
-        pairs = pairs[1:]
+        return head + middle + tail
+
+    if count_tokens is None or max_prompt_tokens is None or count_tokens(keeping(0)) <= max_prompt_tokens:
+        return keeping(0)
+    # Dropping more pairs never lengthens the prompt: binary-search the fewest drops that fit.
+    low, high = 1, len(history)
+    while low < high:
+        middle_index = (low + high) // 2
+        if count_tokens(keeping(middle_index)) <= max_prompt_tokens:
+            high = middle_index
+        else:
+            low = middle_index + 1
+    return keeping(low)
 
 
 @dataclass
