@@ -134,10 +134,11 @@ class Distiller:
         self._vllm.use_adapter(str(folder), version=step + 1)
         return self._vllm
 
-    def sampling(self, step: int, temperature: float | None = None, max_new_tokens: int | None = None) -> SamplingParams:
+    def sampling(self, step: int) -> SamplingParams:
+        """The step's sampling parameters; the seed is a function of (seed, step, rank) only."""
         return SamplingParams(
-            max_new_tokens=max_new_tokens or self.config.max_new_tokens,
-            temperature=self.config.temperature if temperature is None else temperature,
+            max_new_tokens=self.config.max_new_tokens,
+            temperature=self.config.temperature,
             top_p=self.config.top_p,
             seed=(self.config.seed * 1_000_003 + step) * 64 + _rank(),
         )
