@@ -30,6 +30,7 @@ from agents.models import DEFAULT_MODEL, ModelNotFound
 from agents.records import Episode, Turn
 from agents.rollout import RolloutStats, collect_episodes
 from experience_store import ExperienceStore, StoreError
+from experience_store.knowledge import knowledge_text
 
 console = Console()
 errors = Console(stderr=True)
@@ -84,7 +85,7 @@ def load_context(args: argparse.Namespace) -> Context | None:
             raise ValueError(f"{args.knowledge_from} has no selected knowledge set for env {args.env!r}; "
                 f"run `python -m experience_store reflect --store {args.knowledge_from} --env {args.env}` first"
             )
-        return Context("\n".join(item.text for item in selected.items), "knowledge", id=selected.uuid)
+        return Context(knowledge_text(selected.items), "knowledge", id=selected.uuid)
     return None
 
 

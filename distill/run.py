@@ -26,6 +26,7 @@ from agents.models import ModelNotFound
 from distill.config import DistillConfig, add_arguments, from_arguments
 from distill.training import EvalResults, train
 from experience_store import ExperienceStore, StoreError
+from experience_store.knowledge import knowledge_text
 
 console = Console()
 errors = Console(stderr=True)
@@ -63,7 +64,7 @@ def load_context(args: argparse.Namespace, store: ExperienceStore | None) -> Con
         raise ValueError(f"{store.path} has no selected knowledge set for env {args.env!r}; run "
             f"`python -m experience_store reflect --store {store.path} --env {args.env}` first, or pass --context"
         )
-    return Context("\n".join(item.text for item in selected.items), "knowledge", id=selected.uuid)
+    return Context(knowledge_text(selected.items), "knowledge", id=selected.uuid)
 
 
 def results_table(before: EvalResults, after: EvalResults, config: DistillConfig) -> Table:
