@@ -1,7 +1,9 @@
 """The Hugging Face transformers backend of the ``LLM`` interface (CPU or GPU).
 
 Prompts are rendered with the tokenizer's own chat template, sorted by length and generated in
-left-padded batches with a KV cache; results come back in input order.
+left-padded batches with a KV cache; results come back in input order. The prompts of a batch often
+start alike (one env's instructions, one context): that shared prefix is prefilled once and its cache
+repeated across the batch, and each row's padding sits between the prefix and the row's own tokens.
 
 What a ``Generation`` holds:
 
@@ -33,6 +35,19 @@ def chat_prompt_ids(tokenizer: PreTrainedTokenizerBase, conversation: list[Messa
     text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
     # The template writes its own special tokens (e.g. <|im_start|>); adding BOS again would double it.
     return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def shared_prefix_length(prompts: list[list[int]]) -> int:
+    """Length of the longest common prefix of ``prompts``, leaving each prompt's last token outside it."""
+    limit = min(len(p) for p in prompts) - 1
+    length = 0
+    while length < limit and all(p[length] == prompts[0][length] for p in prompts):
+        length += 1
+    return length
+
+
+# A shared prefix shorter than this is prefilled with the rest: not worth a separate forward pass.
+MIN_SHARED_PREFIX = 16
 
 
 class _StopOnStrings(StoppingCriteria):
@@ -152,13 +167,27 @@ class HFBackend:
         return batches
 
     def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, stop: tuple[str, ...]) -> list[Generation]:
-        width = max(len(p) for p in prompts)
         device = self.model.device
-        input_ids = torch.tensor([[self.pad_token_id] * (width - len(p)) + p for p in prompts], device=device)
-        attention_mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        shared = shared_prefix_length(prompts) if len(prompts) > 1 else 0
+        shared = shared if shared >= MIN_SHARED_PREFIX else 0
+        cache = None
+        if shared:
+            prefix = torch.tensor([prompts[0][:shared]], device=device)
+            cache = self.model(input_ids=prefix, use_cache=True).past_key_values
+            cache.batch_repeat_interleave(len(prompts))
+        # Row layout: [shared prefix][padding][the row's own tokens]; the attention mask hides the padding
+        # and generate derives position ids from it, so every row sees the positions it would alone.
+        width = max(len(p) for p in prompts)
+        input_ids = torch.tensor(
+            [p[:shared] + [self.pad_token_id] * (width - len(p)) + p[shared:] for p in prompts], device=device
+        )
+        attention_mask = torch.tensor(
+            [[1] * shared + [0] * (width - len(p)) + [1] * (len(p) - shared) for p in prompts], device=device
+        )
         output = self.model.generate(
             input_ids=input_ids,
-            attention_mask=attention_mask,  # generate derives position ids from it, so padding is invisible
+            attention_mask=attention_mask,
+            past_key_values=cache,
             generation_config=self._generation_config(params),
             stopping_criteria=StoppingCriteriaList([_StopOnStrings(self.tokenizer, stop, width)] if stop else []),
         )

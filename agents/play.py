@@ -39,6 +39,9 @@ errors = Console(stderr=True)
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m agents.play", description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="textworld", help=f"env name or Gymnasium id ({', '.join(envs.names())})")
+    parser.add_argument(
+        "--env-args", nargs="*", default=[], metavar="NAME=VALUE", help="the env's constructor arguments, e.g. max_steps=10"
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL, help="named model, local folder or Hugging Face id")
     parser.add_argument("--episodes", type=int, default=8, help="episodes to play (tasks 0..N-1 of the split)")
     parser.add_argument("--split", default="train", choices=envs.SPLITS)
@@ -199,6 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         args.env = envs.spec(args.env).name  # one name per env in the store, whichever alias was typed
+        if args.env_args:
+            envs.configure(args.env, **envs.parse_env_args(args.env_args))
         if args.eval and args.split == "train":
             args.split = "validation"
         context = None if args.human else load_context(args)

@@ -67,7 +67,7 @@ from agents.records import Message
 from agents.rollout import Task
 from distill.config import DistillConfig
 from distill.losses import chunked_loss, reverse_kl
-from distill.sequences import shared_prefix_length
+from agents.hf_backend import shared_prefix_length
 from distill.trainer import Distiller, Sample
 
 BATCH, CONTEXT_TOKENS, REPLY_TOKENS, TOP_K = 4, 1024, 128, 256

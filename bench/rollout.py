@@ -34,13 +34,15 @@ def measure(llm: LLM, env: str, episodes: int, batch_size: int, max_new_tokens: 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--env", default="sokoban")
+    parser.add_argument("--env-args", nargs="*", default=[], metavar="NAME=VALUE", help="the env's constructor arguments")
     parser.add_argument("--episodes", type=int, default=8)
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--vllm", action="store_true", help="also measure the vLLM backend (GPU)")
     args = parser.parse_args(argv)
     console = Console()
-
+    if args.env_args:
+        envs.configure(args.env, **envs.parse_env_args(args.env_args))
     llm = load_llm(args.model)
     measure(llm, args.env, 1, 1, 8)  # warm-up: first-call overheads out of both figures
     rows = [

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import envs
 from agents.models import DEFAULT_MODEL
 
 Method = Literal["opcd", "offpolicy", "sft"]
@@ -25,6 +26,7 @@ class DistillConfig:
     """Every knob of a distillation run; defaults run on a 2-core CPU with the default model."""
 
     env: str = config_field("math", "env whose train split the student practises on")
+    env_args: tuple[str, ...] = config_field((), "the env's constructor arguments, NAME=VALUE ... (e.g. max_steps=10)")
     model: str = config_field(DEFAULT_MODEL, "the student: named model, local folder or Hugging Face id")
     teacher: str | None = config_field(None, "a larger frozen teacher sharing the student's tokenizer (cross-size)")
     teacher_mode: TeacherMode = config_field(
@@ -69,6 +71,7 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
+        self.env_args = tuple(self.env_args)
         for name in ("steps", "episodes_per_step", "max_new_tokens", "eval_tasks", "loss_chunk_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
@@ -83,6 +86,11 @@ class DistillConfig:
             raise ValueError("--backend vllm syncs the student into vLLM as a LoRA adapter: it needs --lora-r > 0")
         if self.lr <= 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+
+    def configure_env(self) -> None:
+        """Make ``env_args`` the env's constructor defaults in this process (a bad argument is a ValueError)."""
+        if self.env_args:
+            envs.configure(self.env, **envs.parse_env_args(self.env_args))
 
     @property
     def uses_lora(self) -> bool:
@@ -106,6 +114,9 @@ def add_arguments(parser: argparse.ArgumentParser, cls: type = DistillConfig) ->
         if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
             hint = next(a for a in args if a is not type(None))
             args = typing.get_args(hint)
+        if typing.get_origin(hint) is tuple:
+            parser.add_argument(flag, nargs="*", default=default, metavar="NAME=VALUE", help=f.metadata["help"])
+            continue
         choices = list(args) if typing.get_origin(hint) is Literal else None
         kind = str if choices else hint
         parser.add_argument(flag, type=kind, choices=choices, default=default, help=f"{f.metadata['help']} (default: {default})")

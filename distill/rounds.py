@@ -137,6 +137,7 @@ def run_rounds(
     on_round: Callable[[RoundResult], None] | None = None,
 ) -> list[RoundResult]:
     """Run (or resume) the loop; ``base.out_dir`` holds ``loop.json`` and one folder per round."""
+    base.configure_env()
     base.out_dir.mkdir(parents=True, exist_ok=True)
     state_path = base.out_dir / "loop.json"
     state = LoopState.load(state_path)

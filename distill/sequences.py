@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from agents.hf_backend import shared_prefix_length
 from agents.records import Message
 
 
@@ -54,15 +55,6 @@ def pack(prompts: list[list[int]], replies: list[list[int]], pad_id: int, offset
         predict[i, first : first + len(reply)] = True
         targets[i, first : first + len(reply)] = torch.tensor(reply, dtype=torch.long)
     return Packed(input_ids, attention, predict, targets)
-
-
-def shared_prefix_length(prompts: list[list[int]]) -> int:
-    """Length of the longest common prefix of ``prompts``, leaving each prompt's last token outside it."""
-    limit = min(len(p) for p in prompts) - 1
-    length = 0
-    while length < limit and all(p[length] == prompts[0][length] for p in prompts):
-        length += 1
-    return length
 
 
 def decoder_hidden(model: PreTrainedModel, packed: Packed) -> Tensor:

@@ -97,6 +97,7 @@ def train(
     Under ``accelerate launch`` every process samples its own episodes and gradients are averaged
     (``Distiller.step``); the main process alone evaluates, checkpoints and records.
     """
+    config.configure_env()
     state = PartialState(cpu=config.device == "cpu")  # joins the process group when launched by accelerate
     device = str(state.device) if state.num_processes > 1 and config.device != "cpu" else config.device
     student, tokenizer = load_model(config.model, dtype=config.dtype, device=device)  # type: ignore[arg-type]

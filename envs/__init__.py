@@ -6,7 +6,7 @@
 """
 
 from envs.base import SPLITS, FreeText, TextEnv, sanitize_action
-from envs.registry import EnvSpec, make, names, register, spec, unregister
+from envs.registry import EnvSpec, configure, make, names, parse_env_args, register, spec, unregister
 
 register("textworld", "envs.textworld_env:TextWorldEnv", gym_id="opcd/TextWorld-v0")
 register("math", "envs.math_env:MathEnv", gym_id="opcd/Math-v0")
@@ -19,8 +19,10 @@ __all__ = [
     "EnvSpec",
     "FreeText",
     "TextEnv",
+    "configure",
     "make",
     "names",
+    "parse_env_args",
     "register",
     "sanitize_action",
     "spec",

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.metadata
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -117,3 +118,37 @@ def make(name: str, **kwargs: Any) -> TextEnv:
         return _load_entry_point(name)(**kwargs)
     env_spec = spec(name)
     return env_spec.load()(**{**env_spec.kwargs, **kwargs})
+
+
+def configure(name: str, **kwargs: Any) -> EnvSpec:
+    """Change the default constructor arguments of a registered env for this process.
+
+    This is how the CLIs' ``--env-args max_steps=10`` reaches every ``make(name)`` of a run without
+    renaming the env (the store keeps one name per env). The arguments are checked by building the env
+    once: an argument the env does not take, or a bad value, is a ``ValueError`` naming both.
+    """
+    env_spec = spec(name)
+    merged = {**env_spec.kwargs, **kwargs}
+    try:
+        env_spec.load()(**merged).close()
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"env {env_spec.name!r} rejected arguments {kwargs}: {error}") from error
+    return register(env_spec.name, env_spec.entry_point, gym_id=env_spec.gym_id, override=True, **merged)
+
+
+def parse_env_args(pairs: Iterable[str]) -> dict[str, Any]:
+    """``["max_steps=10", "difficulty=hard", "levels=[1, 2]"]`` -> keyword arguments.
+
+    A value is read as JSON (numbers, booleans, null, lists) and kept as a plain string otherwise.
+    """
+    kwargs: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise ValueError(f"env argument {pair!r} must look like NAME=VALUE, e.g. max_steps=10")
+        try:
+            kwargs[key] = json.loads(raw)
+        except ValueError:
+            kwargs[key] = raw
+    return kwargs

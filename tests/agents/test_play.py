@@ -32,6 +32,17 @@ def test_plays_and_stores_every_episode(tiny_model_dir: str, tmp_path: Path) -> 
     assert "success rate" in result.stdout
 
 
+def test_env_args_reach_every_env_of_the_run(tiny_model_dir: str, tmp_path: Path) -> None:
+    store = tmp_path / "exp.db"
+    result = play("--env", "sokoban", "--env-args", "max_turns=2", "--model", tiny_model_dir, "--episodes", "2",
+                  "--store", str(store), "--max-new-tokens", "4")
+    assert result.returncode == 0, result.stderr
+    assert [e.num_turns for e in stored(store)] == [2, 2]  # the tiny model never wins, so every turn is played
+    result = play("--env", "sokoban", "--env-args", "max_steps=2", "--store", str(tmp_path / "other.db"))
+    assert result.returncode == 2 and "rejected arguments {'max_steps': 2}" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_ctrl_c_keeps_every_finished_episode(tiny_model_dir: str, tmp_path: Path) -> None:
     store = tmp_path / "exp.db"
     args = ["--env", "sokoban", "--model", tiny_model_dir, "--episodes", "500", "--batch-size", "2",

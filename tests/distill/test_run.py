@@ -3,6 +3,7 @@ metrics log and plots; the checkpoint plays in `agents.play`; a killed run resum
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from agents.models import load_model
+from distill.config import add_arguments, from_arguments
 from distill.run import main
 from experience_store import ExperienceStore
 
@@ -89,3 +91,15 @@ def test_missing_context_is_a_clear_error(tmp_path: Path, capsys: pytest.Capture
     code, _, stderr = distill(capsys, "--env", "math", "--store", str(tmp_path / "exp.db"), "--out-dir", str(tmp_path / "run"))
     assert code != 0
     assert "no selected knowledge set" in stderr and "Traceback" not in stderr
+
+
+def test_env_args_are_parsed_and_a_bad_one_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    config = from_arguments(parser.parse_args(["--env", "sokoban", "--env-args", "max_turns=3", "rules=full"]))
+    assert config.env_args == ("max_turns=3", "rules=full") and config.to_dict()["env_args"] == ("max_turns=3", "rules=full")
+    code, _, stderr = distill(
+        capsys, "--env", "qa", "--env-context", "handbook", "--env-args", "turns=3", "--out-dir", str(tmp_path / "run")
+    )
+    assert code == 2 and "env 'qa' rejected arguments {'turns': 3}" in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "run").exists()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from distill.sequences import decoder_hidden, pack, shared_prefix_hidden, shared_prefix_length
+from agents.hf_backend import shared_prefix_length
+from distill.sequences import decoder_hidden, pack, shared_prefix_hidden
 
 
 def tiny_model() -> LlamaForCausalLM:

@@ -166,6 +166,31 @@ def test_register_a_new_env_in_a_few_lines() -> None:
     assert "countdown" not in envs.names() and "opcd/Countdown-v0" not in gymnasium.registry
 
 
+def test_configure_changes_an_envs_defaults_for_every_make() -> None:
+    envs.register("sokoban-short", "envs.sokoban:SokobanEnv", override=True)
+    try:
+        envs.configure("opcd/Sokoban-short-v0", **envs.parse_env_args(["max_turns=2", 'rules="full"']))
+        made = envs.make("sokoban-short")
+        assert (made.max_turns, made.rules) == (2, "full")
+        assert gymnasium.make("opcd/Sokoban-short-v0").unwrapped.max_turns == 2
+        assert envs.make("sokoban-short", max_turns=3).max_turns == 3  # explicit arguments still win
+        with pytest.raises(ValueError, match="'sokoban-short' rejected arguments {'max_steps': 4}"):
+            envs.configure("sokoban-short", max_steps=4)
+        with pytest.raises(ValueError, match="max_turns must be a positive integer"):
+            envs.configure("sokoban-short", max_turns=0)
+        assert envs.make("sokoban-short").max_turns == 2  # a rejected change leaves the defaults alone
+    finally:
+        envs.unregister("sokoban-short")
+
+
+def test_parse_env_args_reads_json_values_and_keeps_words() -> None:
+    parsed = envs.parse_env_args(["max_steps=10", "difficulty=hard", 'families=["arithmetic"]', "flag=true", "x=1.5"])
+    assert parsed == {"max_steps": 10, "difficulty": "hard", "families": ["arithmetic"], "flag": True, "x": 1.5}
+    for bad in ("max_steps", "=3", "two words=1"):
+        with pytest.raises(ValueError, match="must look like NAME=VALUE"):
+            envs.parse_env_args([bad])
+
+
 def test_module_path_works_as_a_name() -> None:
     made = envs.make(f"{__name__}:CountdownEnv")
     assert isinstance(made, CountdownEnv)
