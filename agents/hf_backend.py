@@ -27,6 +27,7 @@ from transformers import (
 
 from agents.llm import Generation, SamplingParams
 from agents.models import DEFAULT_MODEL, DType, load_model
+from agents.prompt_cache import Layers, RowCache, batch_cache, is_plain, position_index, row_layers
 from agents.records import Message
 
 
@@ -45,6 +46,9 @@ def shared_prefix_length(prompts: list[list[int]]) -> int:
         length += 1
     return length
 
+
+# Tokens of kept rows (prompt + reply keys and values) by default: ~1.5 GB for SmolLM2-135M in fp32.
+DEFAULT_PROMPT_CACHE_TOKENS = 32768
 
 # A shared prefix shorter than this is prefilled with the rest: not worth a separate forward pass.
 MIN_SHARED_PREFIX = 16
@@ -74,6 +78,9 @@ class HFBackend:
     trained: it is put in eval mode while generating and restored afterwards).
     ``max_batch_size`` bounds the rows per forward pass; ``max_batch_tokens``, if set, bounds
     rows x (longest prompt + max_new_tokens) per batch (a single longer row still runs alone).
+    ``prompt_cache_tokens`` bounds the tokens whose keys and values are kept for the next turn's prompt
+    (``agents.prompt_cache``); it is 0 (off) for ``from_model``, whose weights may change between calls
+    (call ``clear_prompt_cache`` after changing a model this backend loaded).
     """
 
     name: str
@@ -86,9 +93,10 @@ class HFBackend:
         device: str = "cpu",
         max_batch_size: int = 16,
         max_batch_tokens: int | None = None,
+        prompt_cache_tokens: int = DEFAULT_PROMPT_CACHE_TOKENS,
     ) -> None:
         model, tokenizer = load_model(name, dtype=dtype, device=device)
-        self._attach(model, tokenizer, name, max_batch_size, max_batch_tokens)
+        self._attach(model, tokenizer, name, max_batch_size, max_batch_tokens, prompt_cache_tokens)
 
     @classmethod
     def from_model(
@@ -99,10 +107,11 @@ class HFBackend:
         name: str,
         max_batch_size: int = 16,
         max_batch_tokens: int | None = None,
+        prompt_cache_tokens: int = 0,
     ) -> HFBackend:
         """Wrap an already loaded ``model`` and ``tokenizer`` (neither is modified)."""
         backend = cls.__new__(cls)
-        backend._attach(model, tokenizer, name, max_batch_size, max_batch_tokens)
+        backend._attach(model, tokenizer, name, max_batch_size, max_batch_tokens, prompt_cache_tokens)
         return backend
 
     def _attach(
@@ -112,6 +121,7 @@ class HFBackend:
         name: str,
         max_batch_size: int,
         max_batch_tokens: int | None,
+        prompt_cache_tokens: int,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -120,6 +130,7 @@ class HFBackend:
         self.name = name
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
+        self.row_cache = RowCache(prompt_cache_tokens)
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         # The chat template may end a turn with a token other than the tokenizer's eos: take both sources.
         eos = model.generation_config.eos_token_id
@@ -127,6 +138,10 @@ class HFBackend:
         if tokenizer.eos_token_id is not None:
             eos_ids.add(tokenizer.eos_token_id)
         self.eos_token_ids = sorted(eos_ids)
+
+    def clear_prompt_cache(self) -> None:
+        """Forget every kept row (their keys and values are stale once the model's weights change)."""
+        self.row_cache.clear()
 
     def count_tokens(self, conversation: list[Message]) -> int:
         return len(chat_prompt_ids(self.tokenizer, conversation))
@@ -168,32 +183,56 @@ class HFBackend:
 
     def _generate_batch(self, prompts: list[list[int]], params: SamplingParams, stop: tuple[str, ...]) -> list[Generation]:
         device = self.model.device
-        shared = shared_prefix_length(prompts) if len(prompts) > 1 else 0
-        shared = shared if shared >= MIN_SHARED_PREFIX else 0
-        cache = None
-        if shared:
-            prefix = torch.tensor([prompts[0][:shared]], device=device)
-            cache = self.model(input_ids=prefix, use_cache=True).past_key_values
-            cache.batch_repeat_interleave(len(prompts))
-        # Row layout: [shared prefix][padding][the row's own tokens]; the attention mask hides the padding
-        # and generate derives position ids from it, so every row sees the positions it would alone.
-        width = max(len(p) for p in prompts)
-        input_ids = torch.tensor(
-            [p[:shared] + [self.pad_token_id] * (width - len(p)) + p[shared:] for p in prompts], device=device
-        )
-        attention_mask = torch.tensor(
-            [[1] * shared + [0] * (width - len(p)) + [1] * (len(p) - shared) for p in prompts], device=device
-        )
+        cached, layers = self._cached_prefixes(prompts)
+        # Row layout: [padding][cached tokens][padding][the rest of the prompt]. The attention mask hides the
+        # padding and generate derives position ids from it, so every row sees the positions it would alone.
+        held = max(cached)
+        rest = max(len(p) - c for p, c in zip(prompts, cached, strict=True))
+        width = held + rest
+        pad = self.pad_token_id
+        input_ids, attention_mask = [], []
+        for prompt, c in zip(prompts, cached, strict=True):
+            gap = rest - (len(prompt) - c)
+            input_ids.append([pad] * (held - c) + prompt[:c] + [pad] * gap + prompt[c:])
+            attention_mask.append([0] * (held - c) + [1] * c + [0] * gap + [1] * (len(prompt) - c))
         output = self.model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            past_key_values=cache,
+            input_ids=torch.tensor(input_ids, device=device),
+            attention_mask=torch.tensor(attention_mask, device=device),
+            past_key_values=batch_cache(layers, cached, self.model.config) if held else None,
             generation_config=self._generation_config(params),
             stopping_criteria=StoppingCriteriaList([_StopOnStrings(self.tokenizer, stop, width)] if stop else []),
         )
-        return [
-            self._finish(prompt, row, stop) for prompt, row in zip(prompts, output[:, width:].tolist(), strict=True)
+        generations = [
+            self._finish(prompt, row, stop)
+            for prompt, row in zip(prompts, output.sequences[:, width:].tolist(), strict=True)
         ]
+        if self.row_cache.max_tokens and is_plain(output.past_key_values):
+            for i, (prompt, c, gen) in enumerate(zip(prompts, cached, generations, strict=True)):
+                fed = len(gen.token_ids) - 1  # the last generated token was never fed back
+                spans = [(held - c, held), (width - (len(prompt) - c), width), (width, width + fed)]
+                positions = position_index(spans, device)
+                self.row_cache.add(prompt + gen.token_ids[:fed], row_layers(output.past_key_values, i, positions))
+        return generations
+
+    def _cached_prefixes(self, prompts: list[list[int]]) -> tuple[list[int], list[Layers | None]]:
+        """Per prompt: how many leading tokens already have keys and values, and those.
+
+        A prompt extending a row in ``row_cache`` takes that row's; the rest, when they share a prefix of at
+        least ``MIN_SHARED_PREFIX`` tokens (one env's instructions, one context), get it prefilled once.
+        """
+        found = [self.row_cache.take(p) for p in prompts]
+        cached = [length for length, _ in found]
+        layers = [rows for _, rows in found]
+        fresh = [i for i, length in enumerate(cached) if length == 0]
+        if len(fresh) > 1:
+            shared = shared_prefix_length([prompts[i] for i in fresh])
+            if shared >= MIN_SHARED_PREFIX:
+                prefix = torch.tensor([prompts[fresh[0]][:shared]], device=self.model.device)
+                cache = self.model(input_ids=prefix, use_cache=True).past_key_values
+                prefix_layers = [(layer.keys[0], layer.values[0]) for layer in cache.layers]
+                for i in fresh:
+                    cached[i], layers[i] = shared, prefix_layers
+        return cached, layers
 
     def _generation_config(self, params: SamplingParams) -> GenerationConfig:
         """Decoding fully set by ``params``: fields left unset would be filled from the model's own
@@ -213,6 +252,7 @@ class HFBackend:
             pad_token_id=self.pad_token_id,
             eos_token_id=self.eos_token_ids,
             use_cache=True,
+            return_dict_in_generate=True,  # the cache comes back with the tokens
         )
 
     def _finish(self, prompt: list[int], completion: list[int], stop: tuple[str, ...]) -> Generation:

@@ -1,8 +1,10 @@
 """Rollout benchmark: batched lockstep rollouts against one ``generate`` call per episode turn.
 
-Run: ``python -m bench.rollout [--env sokoban] [--episodes 8] [--model smollm2-135m] [--vllm]``.
-Both sides play the same tasks with the same model under greedy decoding, in the same process; the
-naive side is the same rollout loop with a batch of one. Prints tokens/s for each and the ratio.
+Run: ``python -m bench.rollout [--env sokoban] [--env-args max_steps=8] [--episodes 8] [--vllm]``.
+Every row plays the same tasks with the same model under greedy decoding, in the same process: the
+naive loop (a batch of one, every prompt prefilled whole), lockstep batches (the batch's shared prompt
+prefix prefilled once), and lockstep batches that also keep each row's keys and values for its next
+turn (``agents.prompt_cache``). Prints tokens/s for each and the ratios to the naive loop.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from rich.table import Table
 
 import envs
 from agents.agent import Agent
+from agents.hf_backend import HFBackend
 from agents.llm import LLM, SamplingParams, load_llm
 from agents.models import DEFAULT_MODEL
 from agents.rollout import RolloutStats, Task, collect_episodes
@@ -43,22 +46,27 @@ def main(argv: list[str] | None = None) -> None:
     console = Console()
     if args.env_args:
         envs.configure(args.env, **envs.parse_env_args(args.env_args))
-    llm = load_llm(args.model)
-    measure(llm, args.env, 1, 1, 8)  # warm-up: first-call overheads out of both figures
+    llm = HFBackend(args.model)
+    plain = HFBackend.from_model(llm.model, llm.tokenizer, name=args.model, prompt_cache_tokens=0)
+    measure(plain, args.env, 1, 1, 8)  # warm-up: first-call overheads out of every figure
+    n, new_tokens = args.episodes, args.max_new_tokens
     rows = [
-        ("naive: one generate per episode turn", *measure(llm, args.env, args.episodes, 1, args.max_new_tokens)),
-        (f"lockstep: {args.episodes} envs batched", *measure(llm, args.env, args.episodes, args.episodes, args.max_new_tokens)),
+        ("naive: one generate per episode turn", *measure(plain, args.env, n, 1, new_tokens)),
+        (f"lockstep: {n} envs batched", *measure(plain, args.env, n, n, new_tokens)),
+        (f"lockstep: {n} envs batched, rows kept for the next turn", *measure(llm, args.env, n, n, new_tokens)),
     ]
     if args.vllm:
         vllm = load_llm(args.model, backend="vllm", device="cuda")
-        rows.append(("vLLM lockstep", *measure(vllm, args.env, args.episodes, args.episodes, args.max_new_tokens)))
-    table = Table(title=f"{args.episodes} {args.env} episodes, {args.model}, greedy, {args.max_new_tokens} new tokens/turn")
+        rows.append(("vLLM lockstep", *measure(vllm, args.env, n, n, new_tokens)))
+    title_env = f"{args.env} ({' '.join(args.env_args)})" if args.env_args else args.env
+    table = Table(title=f"{args.episodes} {title_env} episodes, {args.model}, greedy, {args.max_new_tokens} new tokens/turn")
     for column in ("rollout", "tokens/s", "tokens", "seconds", "successes"):
         table.add_column(column, justify="right")
     for name, rate, tokens, seconds, successes in rows:
         table.add_row(name, f"{rate:.1f}", str(tokens), f"{seconds:.1f}", str(successes))
     console.print(table)
-    console.print(f"lockstep / naive tokens/s: [bold]{rows[1][1] / rows[0][1]:.2f}x[/] (target >= 4x on a 2-core CPU)")
+    for name, rate, *_ in rows[1:]:
+        console.print(f"{name} / naive tokens/s: [bold]{rate / rows[0][1]:.2f}x[/] (target >= 4x on a 2-core CPU)")
 
 
 if __name__ == "__main__":

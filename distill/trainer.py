@@ -30,7 +30,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 import envs
 from agents.agent import Agent, Context, with_context, without_context
-from agents.hf_backend import HFBackend, chat_prompt_ids
+from agents.hf_backend import DEFAULT_PROMPT_CACHE_TOKENS, HFBackend, chat_prompt_ids
 from agents.llm import LLM, SamplingParams
 from agents.records import Episode, Message
 
@@ -118,7 +118,9 @@ class Distiller:
                 yield self.student
 
     def llm(self, model: PreTrainedModel) -> LLM:
-        return HFBackend.from_model(model, self.tokenizer, name=self.config.model)
+        """``model`` as an LLM for one sampling or evaluation pass, during which its weights stay fixed: its
+        kept prompt rows (the next turn's prefix) die with it, before the next optimizer step."""
+        return HFBackend.from_model(model, self.tokenizer, name=self.config.model, prompt_cache_tokens=DEFAULT_PROMPT_CACHE_TOKENS)
 
     def student_sampler(self, step: int) -> LLM:
         """The student's current weights as an LLM: in-process (hf), or synced into vLLM as a LoRA adapter."""

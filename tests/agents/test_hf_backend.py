@@ -160,3 +160,29 @@ def test_default_model_answers_a_chat_message() -> None:
     )
     assert reply.text.strip()
     assert reply.token_ids and reply.finish_reason in ("stop", "length")
+
+
+def test_next_turn_reuses_kept_rows_and_generates_the_same(
+    tiny_llama: LlamaForCausalLM, default_tokenizer: PreTrainedTokenizerBase
+) -> None:
+    kept = _backend(tiny_llama, default_tokenizer, prompt_cache_tokens=100_000)
+    plain = _backend(tiny_llama, default_tokenizer)
+    taken: list[int] = []
+    take = kept.row_cache.take
+    kept.row_cache.take = lambda prompt: (found := take(prompt), taken.append(found[0]))[0]  # type: ignore[method-assign]
+    conversations = [list(c) for c in CONVERSATIONS]
+    previous: list[int] = []
+    for turn in range(3):
+        taken.clear()
+        got, expected = kept.generate(conversations, GREEDY), plain.generate(conversations, GREEDY)
+        assert [g.token_ids for g in got] == [e.token_ids for e in expected]
+        # Each row is kept once: a prompt that extends a kept row takes it, so hits leave no second copy.
+        assert len(kept.row_cache) == len(conversations)
+        # A later turn reuses at least the whole previous prompt of its conversation.
+        assert all(t >= p for t, p in zip(sorted(taken), previous, strict=True)) if turn else taken == [0] * 5
+        previous = sorted(len(g.prompt_token_ids) for g in got)
+        conversations = [c + [{"role": "assistant", "content": g.text}, {"role": "user", "content": f"turn {turn}"}]
+                         for c, g in zip(conversations, got, strict=True)]
+    assert len(plain.row_cache) == 0  # from_model keeps nothing unless asked: its weights may change
+    kept.clear_prompt_cache()
+    assert len(kept.row_cache) == 0 and kept.row_cache.tokens == 0
