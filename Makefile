@@ -20,7 +20,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 setup: $(STAMP)
 
 demo: setup
-	$(BIN)/python -m envs.demo
+	$(BIN)/python -m distill.loop --preset demo
 
 test: setup
 	$(BIN)/python -m pytest

@@ -2,6 +2,7 @@
 
     python -m distill.loop --env math --rounds 3 --store exp.db [--model smollm2-135m]
     python -m distill.loop --env math --rounds 3 --store exp.db        # again: resumes where it stopped
+    python -m distill.loop --preset demo                               # the README's demo (distill/presets.py)
 
 A composition root: it builds the configs and calls ``distill.rounds.run_rounds``.
 """
@@ -9,6 +10,7 @@ A composition root: it builds the configs and calls ``distill.rounds.run_rounds`
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from agents.evaluate import PassRate
 from agents.models import ModelNotFound
 from distill.config import DistillConfig, add_arguments, from_arguments
 from distill.plots import plot_rounds
+from distill.presets import PRESETS, expand
 from distill.rounds import LoopConfig, RoundResult, run_rounds
 from experience_store import ExperienceStore, StoreError
 
@@ -27,8 +30,10 @@ console = Console()
 errors = Console(stderr=True)
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m distill.loop", description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=list(PRESETS), help="start from a named set of flags (distill/presets.py)")
+    parser.add_argument("--print-preset", action="store_true", help="print the flags the command expands to and exit")
     parser.add_argument("--store", type=Path, required=True, help="experience store (created if missing)")
     add_arguments(parser, LoopConfig)
     add_arguments(parser, DistillConfig)
@@ -54,7 +59,16 @@ def rounds_table(results: list[RoundResult], base: DistillConfig) -> Table:
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
+    typed = sys.argv[1:] if argv is None else argv
+    try:
+        expanded = expand(typed)
+    except ValueError as err:
+        errors.print(f"[red]error:[/] {err}")
+        sys.exit(2)
+    if "--print-preset" in expanded:
+        print("python -m distill.loop " + shlex.join(a for a in expanded if a != "--print-preset"))
+        return
+    args = parse_args(expanded)
     try:
         args.env = envs.spec(args.env).name
         if args.ood_env:

@@ -41,6 +41,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--env-context", metavar="NAME",
         help="a context the env ships: qa handbook/system_prompt, frozenlake/sokoban rules, math worked_example",
     )
+    parser.add_argument(
+        "--context-kind", default="knowledge", choices=["knowledge", "handbook", "traces"],
+        help="how --context is placed in the system message (a delimited block after the instructions)",
+    )
     parser.add_argument("--store", type=Path, help="experience store: the run is recorded here, and without "
                         "another context source the env's selected knowledge set is the context")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out-dir")
@@ -53,7 +57,7 @@ def load_context(args: argparse.Namespace, store: ExperienceStore | None) -> Con
         path = args.context or args.system_prompt
         if not path.is_file():
             raise ValueError(f"{path} does not exist")
-        kind = "knowledge" if args.context else "system_prompt"
+        kind = args.context_kind if args.context else "system_prompt"
         return Context(path.read_text(encoding="utf-8"), kind, id=str(path))
     if args.env_context:
         return env_context(envs.make(args.env), args.env, args.env_context)

@@ -10,6 +10,7 @@ import pytest
 
 from distill.config import DistillConfig
 from distill.loop import main
+from distill.presets import PRESETS, expand
 from distill.rounds import LoopConfig, run_rounds
 from experience_store import ExperienceStore
 
@@ -53,3 +54,27 @@ def test_cli_prints_the_round_table(writer_dir: str, tmp_path: Path, capsys: pyt
     out = " ".join(capsys.readouterr().out.split())  # the table may wrap its headers in a narrow terminal
     assert "OPCD" in out and "OOD" in out and "round 1/1: distill" in out
     assert (tmp_path / "loop" / "rounds.png").stat().st_size > 0
+
+
+def test_preset_flags_come_first_so_typed_ones_win() -> None:
+    expanded = expand(["--steps", "3", "--preset", "demo", "--model", "m"])
+    assert expanded[: len(PRESETS["demo"])] == list(PRESETS["demo"]) and expanded[-4:] == ["--steps", "3", "--model", "m"]
+    assert expand(["--env", "qa"]) == ["--env", "qa"]
+    with pytest.raises(ValueError, match="demo, full"):
+        expand(["--preset", "huge"])
+
+
+def test_demo_preset_runs_the_loop(writer_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The README's demo command, shrunk by typed flags: the arithmetic env, QA as the OOD env."""
+    main([
+        "--preset", "demo", "--store", str(tmp_path / "demo.db"), "--out-dir", str(tmp_path / "demo"),
+        "--model", writer_dir, "--episodes", "2", "--reflect-steps", "1", "--reflect-candidates", "1",
+        "--validation-tasks", "2", "--steps", "1", "--episodes-per-step", "2", "--max-new-tokens", "4",
+        "--eval-tasks", "2", "--eval-max-new-tokens", "3",
+    ])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "OPCD" in out and "OOD" in out
+    with ExperienceStore.open(tmp_path / "demo.db", readonly=True) as store:
+        (loop_run,) = [run for run in store.runs() if run.config.get("kind") == "loop"]
+        assert (loop_run.config["env"], loop_run.config["ood_env"], loop_run.status) == ("arithmetic", "qa", "completed")
+        assert {e.env_id for e in store.episodes(split="train")} == {"arithmetic"}

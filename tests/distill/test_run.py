@@ -103,3 +103,15 @@ def test_env_args_are_parsed_and_a_bad_one_is_a_clear_error(tmp_path: Path, caps
     )
     assert code == 2 and "env 'qa' rejected arguments {'turns': 3}" in stderr and "Traceback" not in stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_context_kind_places_a_context_file(tiny_model_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    traces = tmp_path / "traces.txt"
+    traces.write_text("Task: What is 2 + 2?\nReply: 2 + 2 = 4.\nAnswer: 4\nOutcome: success", encoding="utf-8")
+    args = tiny_run_args(tiny_model_dir, tmp_path / "run", tmp_path / "exp.db", steps=1)
+    args[args.index("--env-context") : args.index("--env-context") + 2] = ["--context", str(traces), "--context-kind", "traces"]
+    code, _, stderr = distill(capsys, *args)
+    assert code == 0, stderr
+    with ExperienceStore.open(tmp_path / "exp.db", readonly=True) as s:
+        (run,) = s.runs()
+    assert (run.config["context_kind"], run.config["context_id"]) == ("traces", str(traces))

@@ -56,6 +56,14 @@ def test_registered_by_name_and_gym_id() -> None:
     assert isinstance(envs.make("opcd/Math-v0"), MathEnv)
 
 
+def test_arithmetic_is_the_level_one_arithmetic_family() -> None:
+    arithmetic = envs.make("opcd/Arithmetic-v0")
+    assert dict(arithmetic.split_sizes) == dict(PER_FAMILY_LEVEL) == {"train": 120, "validation": 12, "test": 30}
+    for index in range(12):
+        _, info = arithmetic.reset(options={"split": "validation", "index": index})
+        assert info["task_id"].startswith("arithmetic-")
+
+
 def test_documented_sizes(env: MathEnv) -> None:
     assert dict(env.split_sizes) == {"train": 2160, "validation": 216, "test": 540}
     narrowed = MathEnv(families=["fractions", "derivatives"], level=2)
