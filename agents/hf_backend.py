@@ -1,9 +1,10 @@
 """The Hugging Face transformers backend of the ``LLM`` interface (CPU or GPU).
 
 Prompts are rendered with the tokenizer's own chat template, sorted by length and generated in
-left-padded batches with a KV cache; results come back in input order. The prompts of a batch often
-start alike (one env's instructions, one context): that shared prefix is prefilled once and its cache
-repeated across the batch, and each row's padding sits between the prefix and the row's own tokens.
+left-padded batches with a KV cache; results come back in input order. Prompt tokens whose keys and
+values are already known are not prefilled again: a prompt that extends a row generated earlier (the next
+turn of a game) takes that row's keys and values (``agents.prompt_cache``), and the other prompts of a
+batch that start alike (one env's instructions, one context) have their shared prefix prefilled once.
 
 What a ``Generation`` holds:
 
