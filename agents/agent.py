@@ -97,7 +97,9 @@ def build_messages(
     """Chat messages for the next turn; ``history`` is the episode's earlier (observation, reply) pairs.
 
     With ``count_tokens`` and ``max_prompt_tokens``, the oldest pairs are dropped until the prompt fits
-    (the system message and current observation are kept even if they alone exceed the budget).
+    (the system message and current observation are kept even if they alone exceed the budget). The
+    window's start moves in steps of half the pairs that fit, so it stays put for several turns in a row:
+    each of those turns' prompts extends the last one, and the backend reuses its keys and values.
     """
     system = context.wrap(instructions) if context else instructions
     head: list[Message] = [{"role": "system", "content": system}]
@@ -111,7 +113,7 @@ def build_messages(
 
     if count_tokens is None or max_prompt_tokens is None or count_tokens(keeping(0)) <= max_prompt_tokens:
         return keeping(0)
-    # Dropping more pairs never lengthens the prompt: binary-search the fewest drops that fit.
+    # Dropping more pairs never lengthens the prompt: binary-search the fewest drops that fit ...
     low, high = 1, len(history)
     while low < high:
         middle_index = (low + high) // 2
@@ -119,7 +121,9 @@ def build_messages(
             high = middle_index
         else:
             low = middle_index + 1
-    return keeping(low)
+    # ... then round them up to a multiple of half the pairs that fit (more drops still fit).
+    stride = max(1, (len(history) - low) // 2)
+    return keeping(min(-(-low // stride) * stride, len(history)))
 
 
 @dataclass

@@ -78,3 +78,16 @@ def test_env_context_kinds_and_errors() -> None:
     assert env_context(envs.make("sokoban"), "sokoban", "rules").kind == "knowledge"
     with pytest.raises(ValueError, match="ships: handbook, system_prompt"):
         env_context(qa, "qa", "rules")
+
+
+def test_windowing_moves_its_start_in_strides_so_consecutive_prompts_share_it() -> None:
+    history = [(f"observation {i} " + "w " * 10, f"reply {i}") for i in range(60)]  # 14 words a pair
+    starts, kept = [], []
+    for turn in range(12, 60):
+        messages = build_messages("the instructions", history[:turn], "now", None, words, 150)  # 10 pairs fit
+        assert words(messages) <= 150
+        starts.append(messages[1]["content"])
+        kept.append(sum(m["role"] == "assistant" for m in messages))
+    assert min(kept) >= 5 and max(kept) == 10  # never less than half of what fits
+    moves = sum(a != b for a, b in zip(starts, starts[1:]))
+    assert moves <= len(starts) // 4  # the window's start moves every ~5 turns, not every turn
