@@ -12,12 +12,12 @@ interrupted collection starts over in a fresh store. The report is rewritten aft
 docs/results.md always shows what has finished (cells still missing say so).
 
 Tables (the paper's numbering; ours are analogues at ~1/60 of the smallest model the paper used):
-1-2. experiential knowledge (collect, reflect, select on validation) on ``arithmetic`` and on Sokoban:
+1-2. experiential knowledge (collect, reflect, select on validation) on ``addition`` and on Sokoban:
      base / in-context / off-policy context distillation / OPCD, test split plus QA as the OOD env;
 3-4. system prompt distillation on QA (its shipped system prompt), and the QA handbook internalised
      (closed-book accuracy before and after);
-5.   frozen teacher against the live student as its own teacher (arithmetic);
-6.   raw traces against extracted knowledge as the context (arithmetic).
+5.   frozen teacher against the live student as its own teacher (addition);
+6.   raw traces against extracted knowledge as the context (addition).
 """
 
 from __future__ import annotations
@@ -45,8 +45,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from agents.evaluate import wilson_interval  # noqa: E402
 
-GAME_ENVS = ("arithmetic", "sokoban")  # Tables 1-2: experiential knowledge on math and on a text game
-OOD = {"arithmetic": "qa", "sokoban": "qa", "qa": "arithmetic"}
+GAME_ENVS = ("addition", "sokoban")  # Tables 1-2: experiential knowledge on math and on a text game
+OOD = {"addition": "qa", "sokoban": "qa", "qa": "addition"}
 
 
 # Two-sided 95% Student-t quantiles by degrees of freedom (the normal 1.96 beyond the table).
@@ -90,7 +90,7 @@ class Plan:
     def __init__(self, settings: Settings, tables: set[int]) -> None:
         self.s = settings
         self.jobs: dict[str, Job] = {}
-        envs_needed = [e for e in GAME_ENVS if 1 in tables or (e == "arithmetic" and tables & {5, 6})]
+        envs_needed = [e for e in GAME_ENVS if 1 in tables or (e == "addition" and tables & {5, 6})]
         for env in envs_needed:
             self._experience(env)
         for seed in range(settings.seeds):
@@ -103,16 +103,16 @@ class Plan:
                     self.distill(f"qa-system-prompt-{method}", seed, "qa", ["--env-context", "system_prompt"], method)
                 self.distill("qa-handbook-opcd", seed, "qa", ["--env-context", "handbook"], "opcd")
             if 5 in tables:
-                self.distill("arithmetic-opcd", seed, "arithmetic", ["--context", str(self.knowledge("arithmetic"))], "opcd")
+                self.distill("addition-opcd", seed, "addition", ["--context", str(self.knowledge("addition"))], "opcd")
                 self.distill(
-                    "arithmetic-live-opcd", seed, "arithmetic", ["--context", str(self.knowledge("arithmetic"))],
+                    "addition-live-opcd", seed, "addition", ["--context", str(self.knowledge("addition"))],
                     "opcd", ("--teacher-mode", "live"),
                 )
             if 6 in tables:
-                self.distill("arithmetic-opcd", seed, "arithmetic", ["--context", str(self.knowledge("arithmetic"))], "opcd")
+                self.distill("addition-opcd", seed, "addition", ["--context", str(self.knowledge("addition"))], "opcd")
                 self.distill(
-                    "arithmetic-traces-opcd", seed, "arithmetic",
-                    ["--context", str(self.traces("arithmetic")), "--context-kind", "traces"], "opcd",
+                    "addition-traces-opcd", seed, "addition",
+                    ["--context", str(self.traces("addition")), "--context-kind", "traces"], "opcd",
                 )
 
     def knowledge(self, env: str) -> Path:
@@ -329,35 +329,35 @@ def report(plan: Plan, ledger: Ledger, path: Path, tables: set[int]) -> None:
         open_book = results.cell("qa-handbook-opcd", "before", "student_with_context")
         after = results.cell("qa-handbook-opcd", "after", "student")
         ood_before, ood_after = (results.cell("qa-handbook-opcd", w, "ood") for w in ("before", "after"))
-        lines += ["### The QA handbook internalised", "", "| | QA (test) | arithmetic (OOD) |", "|---|---|---|",
+        lines += ["### The QA handbook internalised", "", "| | QA (test) | addition (OOD) |", "|---|---|---|",
                   f"| closed book, before | {before.text()} | {ood_before.text()} |",
                   f"| open book (handbook in context) | {open_book.text()} | — |",
                   f"| closed book, after OPCD | {after.text()} | {ood_after.text()} |", "",
                   f"Command: `{results.command('qa-handbook-opcd')}`; {after.seconds / 60:.0f} min.", ""]  # fmt: skip
     if 5 in tables:
-        frozen = results.cell("arithmetic-opcd", "after", "student")
-        live = results.cell("arithmetic-live-opcd", "after", "student")
-        lines += ["## Table 5: frozen teacher against the live student as teacher (arithmetic)", "",
+        frozen = results.cell("addition-opcd", "after", "student")
+        live = results.cell("addition-live-opcd", "after", "student")
+        lines += ["## Table 5: frozen teacher against the live student as teacher (addition)", "",
                   "Paper: Sokoban 53.9 (teacher-student) vs 18.8 (self); medical 56.8 vs 50.0.", "",
-                  "| teacher | arithmetic (test), after OPCD |", "|---|---|",
+                  "| teacher | addition (test), after OPCD |", "|---|---|",
                   f"| frozen initial model (default) | {frozen.text()} |",
                   f"| the live student itself (`--teacher-mode live`) | {live.text()} |", "",
-                  f"Command: `{results.command('arithmetic-live-opcd')}`; {live.seconds / 60:.0f} min.", ""]  # fmt: skip
+                  f"Command: `{results.command('addition-live-opcd')}`; {live.seconds / 60:.0f} min.", ""]  # fmt: skip
     if 6 in tables:
         cells = {
-            "Without experience": results.cell("arithmetic-opcd", "before", "student"),
-            "Raw traces as context": results.cell("arithmetic-traces-opcd", "before", "student_with_context"),
-            "Extracted knowledge as context": results.cell("arithmetic-opcd", "before", "student_with_context"),
-            "Raw traces + OPCD": results.cell("arithmetic-traces-opcd", "after", "student"),
-            "Extracted knowledge + OPCD": results.cell("arithmetic-opcd", "after", "student"),
+            "Without experience": results.cell("addition-opcd", "before", "student"),
+            "Raw traces as context": results.cell("addition-traces-opcd", "before", "student_with_context"),
+            "Extracted knowledge as context": results.cell("addition-opcd", "before", "student_with_context"),
+            "Raw traces + OPCD": results.cell("addition-traces-opcd", "after", "student"),
+            "Extracted knowledge + OPCD": results.cell("addition-opcd", "after", "student"),
         }
-        lines += ["## Table 6: raw traces against extracted knowledge (arithmetic)", "",
+        lines += ["## Table 6: raw traces against extracted knowledge (addition)", "",
                   "Paper (Qwen3-8B math): 75.1 without / 70.5 raw traces / 77.4 extracted knowledge / 79.7 knowledge "
-                  "+ OPCD.", "", "| condition | arithmetic (test) |", "|---|---|"]  # fmt: skip
+                  "+ OPCD.", "", "| condition | addition (test) |", "|---|---|"]  # fmt: skip
         lines += [f"| {label} | {cell.text()} |" for label, cell in cells.items()]
-        lines += ["", f"Command (traces): `{results.command('arithmetic-traces-opcd')}`.", ""]
-        bar_figure(figures / "table6-arithmetic.png", "arithmetic: traces vs knowledge", cells)
-        lines += ["![table 6](results/table6-arithmetic.png)", ""]
+        lines += ["", f"Command (traces): `{results.command('addition-traces-opcd')}`.", ""]
+        bar_figure(figures / "table6-addition.png", "addition: traces vs knowledge", cells)
+        lines += ["![table 6](results/table6-addition.png)", ""]
     lines += ["## Every job", "", "| job | wall time | command |", "|---|---|---|"]
     lines += [f"| {name} | {done['seconds'] / 60:.1f} min | `{done['command']}` |" for name, done in ledger.done.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")

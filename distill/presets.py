@@ -7,11 +7,11 @@ A preset is only flags, put before the ones typed, so any of them can be overrid
 from __future__ import annotations
 
 # The demo: one round on the default model, sized to finish in about 15 minutes on a 2-core CPU.
-# Two-digit arithmetic (the ``arithmetic`` env) is where SmolLM2-135M measurably uses an example-style
+# Two-digit addition (the ``addition`` env) is where SmolLM2-135M measurably uses an example-style
 # context; QA on invented facts is the out-of-distribution check (does distilling cost anything elsewhere?).
 DEMO = (
     "--store", "demo.db", "--out-dir", "runs/demo",
-    "--env", "arithmetic", "--ood-env", "qa",
+    "--env", "addition", "--ood-env", "qa",
     "--rounds", "1", "--episodes", "16", "--reflect-steps", "2", "--reflect-candidates", "2",
     "--reflect-budget", "256", "--validation-tasks", "12",
     "--steps", "20", "--episodes-per-step", "4", "--max-new-tokens", "64",

@@ -1,4 +1,4 @@
-"""Gymnasium text environments: TextWorld, math (and its arithmetic subset), domain QA, FrozenLake and Sokoban.
+"""Gymnasium text environments: TextWorld, math (and its two-digit addition subset), domain QA, FrozenLake and Sokoban.
 
 >>> import envs
 >>> env = envs.make("math")
@@ -10,9 +10,8 @@ from envs.registry import EnvSpec, configure, make, names, parse_env_args, regis
 
 register("textworld", "envs.textworld_env:TextWorldEnv", gym_id="opcd/TextWorld-v0")
 register("math", "envs.math_env:MathEnv", gym_id="opcd/Math-v0")
-# Two-digit +, - and x only: the small default model answers some of these, and an example-style context
-# measurably helps it (../docs/models.md), so this is where the demo distils.
-register("arithmetic", "envs.math_env:MathEnv", gym_id="opcd/Arithmetic-v0", families=("arithmetic",), level=1)
+# Sums of two two-digit numbers: the math the small default model can sometimes do, so the demo distils here.
+register("addition", "envs.math_env:MathEnv", gym_id="opcd/Addition-v0", families=("addition",), level=1)
 register("qa", "envs.qa_env:QAEnv", gym_id="opcd/QA-v0")
 register("frozenlake", "envs.frozenlake:FrozenLakeEnv", gym_id="opcd/FrozenLake-v0")
 register("sokoban", "envs.sokoban:SokobanEnv", gym_id="opcd/Sokoban-v0")

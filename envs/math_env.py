@@ -137,6 +137,13 @@ def _arithmetic(level: int, rng: np.random.Generator) -> tuple[str, str]:
     return f"Compute {text}.", str(value)
 
 
+def _addition(level: int, rng: np.random.Generator) -> tuple[str, str]:
+    """Sums only: two two-digit numbers (level 1), three (level 2), two three-digit numbers (level 3)."""
+    count, low, high = ((2, 10, 99), (3, 10, 99), (2, 100, 999))[level - 1]
+    terms = [_int(rng, low, high) for _ in range(count)]
+    return f"What is {' + '.join(map(str, terms))}?", str(sum(terms))
+
+
 def _word_problems(level: int, rng: np.random.Generator) -> tuple[str, str]:
     name, item = NAMES[_int(rng, 0, len(NAMES) - 1)], ITEMS[_int(rng, 0, len(ITEMS) - 1)]
     first_form = _int(rng, 0, 1) == 0
@@ -277,8 +284,10 @@ GENERATORS: dict[str, Callable[[int, np.random.Generator], tuple[str, str]]] = {
     "linear_equations": _linear_equations,
     "polynomial_roots": _polynomial_roots,
     "derivatives": _derivatives,
+    "addition": _addition,
 }
-FAMILIES: tuple[str, ...] = tuple(GENERATORS)
+# The default pool; ``addition`` (what the small default model can do) is chosen by name only.
+FAMILIES: tuple[str, ...] = tuple(family for family in GENERATORS if family != "addition")
 
 
 def _family_seed(family: str) -> int:
@@ -413,7 +422,7 @@ class MathEnv(TextEnv):
         families = tuple(FAMILIES if families is None else families)
         unknown = [family for family in families if family not in GENERATORS]
         if unknown or not families:
-            raise ValueError(f"unknown families {unknown}; expected some of {', '.join(FAMILIES)}")
+            raise ValueError(f"unknown families {unknown}; expected some of {', '.join(GENERATORS)}")
         self.answer_fallback = answer_fallback
         if dataset is not None:
             self._pool = load_dataset(dataset)

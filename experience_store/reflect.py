@@ -29,7 +29,7 @@ ITEM_MARKER = "- EXPERIENCE ITEM:"
 TaskStyle = Literal["problem", "game"]
 # Single-step envs get the paper's problem template; every other env (a researcher's new one included)
 # the game template, which reads any multi-turn log.
-PROBLEM_ENVS: frozenset[str] = frozenset({"opcd/Math-v0", "opcd/Arithmetic-v0", "opcd/QA-v0"})
+PROBLEM_ENVS: frozenset[str] = frozenset({"opcd/Math-v0", "opcd/Addition-v0", "opcd/QA-v0"})
 
 SYSTEM = "You are an AI language model that continuously refines its internal experience."
 TEMPLATES: dict[TaskStyle, str] = {

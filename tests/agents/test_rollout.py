@@ -11,7 +11,7 @@ from agents.hf_backend import HFBackend
 from agents.llm import SamplingParams
 from agents.rollout import RolloutStats, Task, collect_episodes
 
-BUILTIN = ["arithmetic", "frozenlake", "math", "qa", "sokoban", "textworld"]
+BUILTIN = ["addition", "frozenlake", "math", "qa", "sokoban", "textworld"]
 
 
 class CountingBackend:

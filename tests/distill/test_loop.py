@@ -65,7 +65,7 @@ def test_preset_flags_come_first_so_typed_ones_win() -> None:
 
 
 def test_demo_preset_runs_the_loop(writer_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """The README's demo command, shrunk by typed flags: the arithmetic env, QA as the OOD env."""
+    """The README's demo command, shrunk by typed flags: the addition env, QA as the OOD env."""
     main([
         "--preset", "demo", "--store", str(tmp_path / "demo.db"), "--out-dir", str(tmp_path / "demo"),
         "--model", writer_dir, "--episodes", "2", "--reflect-steps", "1", "--reflect-candidates", "1",
@@ -76,5 +76,5 @@ def test_demo_preset_runs_the_loop(writer_dir: str, tmp_path: Path, capsys: pyte
     assert "OPCD" in out and "OOD" in out
     with ExperienceStore.open(tmp_path / "demo.db", readonly=True) as store:
         (loop_run,) = [run for run in store.runs() if run.config.get("kind") == "loop"]
-        assert (loop_run.config["env"], loop_run.config["ood_env"], loop_run.status) == ("arithmetic", "qa", "completed")
-        assert {e.env_id for e in store.episodes(split="train")} == {"arithmetic"}
+        assert (loop_run.config["env"], loop_run.config["ood_env"], loop_run.status) == ("addition", "qa", "completed")
+        assert {e.env_id for e in store.episodes(split="train")} == {"addition"}

@@ -20,18 +20,18 @@ def fake_run(job_output: Path, before: dict[str, int], after: dict[str, int], n:
 def test_plan_orders_setup_before_runs_and_shares_runs_between_tables(tmp_path: Path) -> None:
     plan = Plan(Settings(tmp_path, seeds=2, steps=3, eval_tasks=5, episodes=4, max_new_tokens=8), {1, 5, 6})
     names = list(plan.jobs)
-    assert names[:4] == ["collect-arithmetic", "reflect-arithmetic", "export-arithmetic", "export-traces-arithmetic"]
-    assert names.count("arithmetic-opcd-seed0") == 1  # Tables 1, 5 and 6 read the same run
-    run = plan.jobs["arithmetic-live-opcd-seed1"]
+    assert names[:4] == ["collect-addition", "reflect-addition", "export-addition", "export-traces-addition"]
+    assert names.count("addition-opcd-seed0") == 1  # Tables 1, 5 and 6 read the same run
+    run = plan.jobs["addition-live-opcd-seed1"]
     assert run.resumable and "--teacher-mode live" in run.command and "--seed 1" in run.command
-    assert "--context-kind traces" in plan.jobs["arithmetic-traces-opcd-seed0"].command
+    assert "--context-kind traces" in plan.jobs["addition-traces-opcd-seed0"].command
 
 
 def test_report_aggregates_seeds_and_marks_missing_cells(tmp_path: Path) -> None:
     plan = Plan(Settings(tmp_path, seeds=3, steps=3, eval_tasks=10, episodes=4, max_new_tokens=8), {1, 5, 6})
     ledger = Ledger(tmp_path / "jobs.json")
     for seed, after in enumerate((5, 6, 7)):
-        job = plan.jobs[f"arithmetic-opcd-seed{seed}"]
+        job = plan.jobs[f"addition-opcd-seed{seed}"]
         fake_run(job.output, {"student": 3, "student_with_context": 4, "ood": 2}, {"student": after, "student_with_context": 6, "ood": 2})
         ledger.record(job, 60.0)
     out = tmp_path / "docs" / "results.md"
@@ -40,4 +40,4 @@ def test_report_aggregates_seeds_and_marks_missing_cells(tmp_path: Path) -> None
     assert "| OPCD | 60.0 ± 24.8 (3 seeds × n=10) | 20.0 [6, 51] (n=10) |" in text  # mean of 50/60/70 %, t(2)
     assert "| Base | 30.0 [11, 60] (n=10) |" in text  # greedy, untrained: one Wilson interval
     assert "(not run yet)" in text  # off-policy, Sokoban, the live teacher and traces have not run
-    assert "--seed {0,1,2}" in text and (tmp_path / "docs" / "results" / "table1-arithmetic.png").stat().st_size > 0
+    assert "--seed {0,1,2}" in text and (tmp_path / "docs" / "results" / "table1-addition.png").stat().st_size > 0

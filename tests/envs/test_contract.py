@@ -13,7 +13,7 @@ from gymnasium.utils.env_checker import check_env
 import envs
 from envs.base import SPLITS, TextEnv
 
-BUILTIN = ["arithmetic", "frozenlake", "math", "qa", "sokoban", "textworld"]
+BUILTIN = ["addition", "frozenlake", "math", "qa", "sokoban", "textworld"]
 ADVERSARIAL_ACTIONS: list[Any] = [
     "",
     "x" * 100_000,

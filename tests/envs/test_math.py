@@ -56,12 +56,15 @@ def test_registered_by_name_and_gym_id() -> None:
     assert isinstance(envs.make("opcd/Math-v0"), MathEnv)
 
 
-def test_arithmetic_is_the_level_one_arithmetic_family() -> None:
-    arithmetic = envs.make("opcd/Arithmetic-v0")
-    assert dict(arithmetic.split_sizes) == dict(PER_FAMILY_LEVEL) == {"train": 120, "validation": 12, "test": 30}
+def test_addition_is_two_two_digit_numbers_and_not_in_the_default_pool() -> None:
+    addition = envs.make("opcd/Addition-v0")
+    assert dict(addition.split_sizes) == dict(PER_FAMILY_LEVEL) == {"train": 120, "validation": 12, "test": 30}
     for index in range(12):
-        _, info = arithmetic.reset(options={"split": "validation", "index": index})
-        assert info["task_id"].startswith("arithmetic-")
+        observation, info = addition.reset(options={"split": "validation", "index": index})
+        a, b = map(int, observation.removeprefix("What is ").removesuffix("?").split(" + "))
+        assert 10 <= a <= 99 and 10 <= b <= 99 and addition.reference_solution() == [str(a + b)]
+        assert info["task_id"].startswith("addition-")
+    assert "addition" not in FAMILIES and MathEnv(families=["addition"], level=3).split_sizes["test"] == 30
 
 
 def test_documented_sizes(env: MathEnv) -> None:
