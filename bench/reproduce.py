@@ -62,11 +62,12 @@ def t_half_width(values: list[float]) -> float:
 
 @dataclass(frozen=True)
 class Job:
-    """One command; ``output`` is what it makes (a store, a context file or a run folder)."""
+    """One command; ``output`` is what it makes (a store, a context file or a run folder; None: it adds to
+    a store that an earlier job made)."""
 
     name: str
     argv: tuple[str, ...]
-    output: Path
+    output: Path | None
     resumable: bool = False  # a distillation: rerun with --resume instead of starting over
 
     @property
@@ -135,7 +136,7 @@ class Plan:
             self.store(env)))  # fmt: skip
         self.add(Job(f"reflect-{env}", ("-m", "experience_store", "reflect", "--store", store, "--env", env,
             "--steps", "4", "--candidates", "3", "--budget", "512", "--validation-tasks", "12", "--baselines",
-            "--eval-max-new-tokens", str(self.s.max_new_tokens)), self.s.out / f"{env}.reflected"))  # fmt: skip
+            "--eval-max-new-tokens", str(self.s.max_new_tokens)), None))  # fmt: skip
         self.add(Job(f"export-{env}", ("-m", "experience_store", "knowledge", "--store", store, "--env", env,
             "--export", str(self.knowledge(env))), self.knowledge(env)))  # fmt: skip
         self.add(Job(f"export-traces-{env}", ("-m", "experience_store", "knowledge", "--store", store, "--env", env,
@@ -156,7 +157,7 @@ class Plan:
 
 
 class Ledger:
-    """OUT/jobs.json: the finished jobs with their command, wall time and exit status."""
+    """OUT/jobs.json: the finished jobs with their command and wall time (of the attempt that finished)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -174,9 +175,9 @@ def run_job(job: Job, ledger: Ledger, log: Callable[[str], None]) -> bool:
     if job.name in ledger.done:
         return True
     argv = list(job.argv)
-    if job.resumable and (job.output / "metrics.jsonl").exists():
+    if job.resumable and job.output is not None and (job.output / "metrics.jsonl").exists():
         argv.append("--resume")
-    elif not job.resumable and job.output.exists():
+    elif not job.resumable and job.output is not None and job.output.exists():
         # A half-made store or file from an interrupted run: start that job over.
         shutil.rmtree(job.output) if job.output.is_dir() else job.output.unlink()
         for suffix in ("-wal", "-shm"):
@@ -187,8 +188,6 @@ def run_job(job: Job, ledger: Ledger, log: Callable[[str], None]) -> bool:
     if result.returncode != 0:
         log(f"  failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
         return False
-    if job.name.startswith("reflect-"):
-        job.output.touch()  # reflect writes into the store; this marks it done for a reader of OUT
     ledger.record(job, time.perf_counter() - start)
     log(f"  done in {time.perf_counter() - start:.0f} s")
     return True
@@ -235,7 +234,7 @@ class Results:
     def runs(self, name: str) -> Iterator[tuple[Job, tuple[dict[str, Any], dict[str, Any]]]]:
         for seed in range(self.plan.s.seeds):
             job = self.plan.jobs.get(f"{name}-seed{seed}")
-            if job is not None and job.name in self.ledger.done and (found := evaluations(job.output)):
+            if job is not None and job.output and job.name in self.ledger.done and (found := evaluations(job.output)):
                 yield job, found
 
     def cell(self, name: str, when: str, column: str) -> Cell:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.reproduce import Ledger, Plan, Settings, report
+from bench.reproduce import Job, Ledger, Plan, Settings, report, run_job
 
 
 def fake_run(job_output: Path, before: dict[str, int], after: dict[str, int], n: int = 10) -> None:
@@ -41,3 +41,16 @@ def test_report_aggregates_seeds_and_marks_missing_cells(tmp_path: Path) -> None
     assert "| Base | 30.0 [11, 60] (n=10) |" in text  # greedy, untrained: one Wilson interval
     assert "(not run yet)" in text  # off-policy, Sokoban, the live teacher and traces have not run
     assert "--seed {0,1,2}" in text and (tmp_path / "docs" / "results" / "table1-addition.png").stat().st_size > 0
+
+
+def test_run_job_starts_a_half_made_output_over_records_it_and_skips_it_next_time(tmp_path: Path) -> None:
+    out = tmp_path / "made.txt"
+    out.write_text("half")
+    job = Job("make", ("-c", f"import pathlib; p = pathlib.Path({str(out)!r}); assert not p.exists(); p.write_text('ok')"), out)
+    ledger, lines = Ledger(tmp_path / "jobs.json"), []
+    assert run_job(job, ledger, lines.append) and out.read_text() == "ok"
+    assert Ledger(tmp_path / "jobs.json").done["make"]["command"].startswith("python -c")
+    out.unlink()
+    assert run_job(job, ledger, lines.append) and not out.exists()  # finished before: not run again
+    failing = Job("fail", ("-c", "raise SystemExit('no model')"), None)
+    assert not run_job(failing, ledger, lines.append) and "no model" in lines[-1] and "fail" not in ledger.done
