@@ -39,6 +39,11 @@ class Difficulty:
     objects: int
     quest_length: int
 
+    @property
+    def step_budget(self) -> int:
+        """The default ``max_steps``: ten steps per quest action (20 / 50 / 100 for easy / medium / hard)."""
+        return 10 * self.quest_length
+
 
 DIFFICULTIES: dict[str, Difficulty] = {
     "easy": Difficulty(rooms=2, objects=4, quest_length=2),
@@ -298,7 +303,8 @@ class TextWorldEnv(TextEnv):
 
     The first observation is the starting room (the objective is in ``instructions``); observations
     carry no banner or status line. Reward is the change in TextWorld's score (one point per quest:
-    1.0 when the game is won); terminated = won or lost; truncated = ``max_steps`` reached.
+    1.0 when the game is won); terminated = won or lost; truncated = ``max_steps`` reached (by default
+    ten steps per quest action: 20 easy, 50 medium, 100 hard).
     ``info["admissible_actions"]`` lists the commands TextWorld considers valid now.
     Commands are normalised (``to_game_command``); interpreter commands (save, restart, quit...) are
     refused with ``BLOCKED_REPLY`` and cost a step.
@@ -309,7 +315,7 @@ class TextWorldEnv(TextEnv):
     def __init__(
         self,
         difficulty: str = "easy",
-        max_steps: int = 50,
+        max_steps: int | None = None,
         cache_dir: Path | str | None = None,
         render_mode: str | None = None,
         default_split: str = "train",
@@ -317,6 +323,7 @@ class TextWorldEnv(TextEnv):
         super().__init__(render_mode=render_mode, default_split=default_split)
         if difficulty not in DIFFICULTIES:
             raise ValueError(f"unknown difficulty {difficulty!r}; expected one of {', '.join(DIFFICULTIES)}")
+        max_steps = DIFFICULTIES[difficulty].step_budget if max_steps is None else max_steps
         if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
             raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
         self.difficulty = difficulty

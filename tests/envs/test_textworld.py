@@ -316,3 +316,8 @@ def test_parse_action_never_raises(reply: str) -> None:
     env._admissible = ["go north", "take key", "open type K box"]
     assert isinstance(env.parse_action(reply), str)
     assert isinstance(env.parse_action(reply * 50), str)
+
+
+def test_step_budget_defaults_to_ten_steps_per_quest_action(cache_dir: Path) -> None:
+    assert [TextWorldEnv(difficulty=d, cache_dir=cache_dir).max_steps for d in ("easy", "medium", "hard")] == [20, 50, 100]
+    assert TextWorldEnv(difficulty="hard", max_steps=7, cache_dir=cache_dir).max_steps == 7
