@@ -267,10 +267,11 @@ def method_table(results: Results, prefix: str, env: str, title: str) -> tuple[l
     return lines, {label: cell for label, cell, _ in rows}
 
 
-def bar_figure(path: Path, title: str, cells: dict[str, Cell]) -> None:
+def bar_figure(path: Path, title: str, cells: dict[str, Cell]) -> list[str]:
+    """Draw the cells that have results as bars; the Markdown lines that show the figure (none if empty)."""
     labels = [k for k, c in cells.items() if c.mean is not None]
     if not labels:
-        return
+        return []
     means = [cells[k].mean for k in labels]
     errors = [t_half_width([100 * r["rate"] for r in cells[k].rates]) for k in labels]
     fig, ax = plt.subplots(figsize=(1.6 * len(labels) + 2, 3.2))
@@ -281,6 +282,7 @@ def bar_figure(path: Path, title: str, cells: dict[str, Cell]) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+    return [f"![{title}](results/{path.name})", ""]
 
 
 def report(plan: Plan, ledger: Ledger, path: Path, tables: set[int]) -> None:
@@ -314,16 +316,19 @@ def report(plan: Plan, ledger: Ledger, path: Path, tables: set[int]) -> None:
         for env in GAME_ENVS:
             table, cells = method_table(results, env, env, f"{env}: base, in-context, off-policy, OPCD")
             lines += table
-            bar_figure(figures / f"table1-{env}.png", f"{env} (test)", cells)
-            lines += [f"![{env}](results/table1-{env}.png)", ""]
+            lines += bar_figure(figures / f"table1-{env}.png", f"{env} (test)", cells)
+            knowledge = plan.knowledge(env)
+            if knowledge.exists():
+                text = knowledge.read_text(encoding="utf-8").strip()
+                lines += [f"The selected knowledge for {env}, as the model wrote it:", "", "```text",
+                          text[:800] + (" ..." if len(text) > 800 else ""), "```", ""]  # fmt: skip
     if 3 in tables:
         lines += ["## Tables 3-4: system prompt distillation (QA)", "",
                   "The QA env's shipped system prompt as the context. Paper (Table 3, medical): Llama-3.2-3B 59.4 "
                   "base / 66.4 in-context / 71.0 context distillation / 76.3 OPCD.", ""]  # fmt: skip
         table, cells = method_table(results, "qa-system-prompt", "qa", "QA with its system prompt")
         lines += table
-        bar_figure(figures / "table3-qa-system-prompt.png", "QA, system prompt (test)", cells)
-        lines += ["![qa](results/table3-qa-system-prompt.png)", ""]
+        lines += bar_figure(figures / "table3-qa-system-prompt.png", "QA, system prompt (test)", cells)
         before = results.cell("qa-handbook-opcd", "before", "student")
         open_book = results.cell("qa-handbook-opcd", "before", "student_with_context")
         after = results.cell("qa-handbook-opcd", "after", "student")
@@ -355,8 +360,7 @@ def report(plan: Plan, ledger: Ledger, path: Path, tables: set[int]) -> None:
                   "+ OPCD.", "", "| condition | addition (test) |", "|---|---|"]  # fmt: skip
         lines += [f"| {label} | {cell.text()} |" for label, cell in cells.items()]
         lines += ["", f"Command (traces): `{results.command('addition-traces-opcd')}`.", ""]
-        bar_figure(figures / "table6-addition.png", "addition: traces vs knowledge", cells)
-        lines += ["![table 6](results/table6-addition.png)", ""]
+        lines += bar_figure(figures / "table6-addition.png", "addition: traces vs knowledge", cells)
     lines += ["## Every job", "", "| job | wall time | command |", "|---|---|---|"]
     lines += [f"| {name} | {done['seconds'] / 60:.1f} min | `{done['command']}` |" for name, done in ledger.done.items()]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
