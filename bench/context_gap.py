@@ -29,6 +29,17 @@ from agents.models import DEFAULT_MODEL, MODELS, ModelNotFound, resolve_model
 Row = tuple[str, str, str, PassRate, PassRate]  # model, env, context, without, with
 
 
+def installed_models() -> list[str]:
+    found = []
+    for name in MODELS:
+        try:
+            resolve_model(name)
+            found.append(name)
+        except ModelNotFound:
+            pass
+    return found
+
+
 class Results:
     """Measured pass rates, one JSON line each, so that a stopped run resumes where it stopped."""
 
