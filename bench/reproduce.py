@@ -4,6 +4,7 @@
     python -m bench.reproduce --tables 1 6 --seeds 3     # some tables
     python -m bench.reproduce --report                   # only rewrite docs/results.md from finished jobs
     python -m bench.reproduce --plan                     # print every command, run nothing
+    python -m bench.reproduce --tables 3 &               # a second worker beside the first, other tables
 
 Every job is a command of this project's CLIs (play, reflect, knowledge export, distill.run), run as a
 subprocess. A finished job is recorded in OUT/jobs.json with its command, wall time and exit status, and is
@@ -164,6 +165,9 @@ class Ledger:
         self.done: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.exists() else {}
 
     def record(self, job: Job, seconds: float) -> None:
+        """Add ``job`` (re-reading the file first, so that runs of disjoint ``--tables`` can share it)."""
+        if self.path.exists():
+            self.done = {**json.loads(self.path.read_text()), **self.done}
         self.done[job.name] = {"command": job.command, "seconds": round(seconds, 1), "finished": time.time()}
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.done, indent=1))
