@@ -238,14 +238,15 @@ class Results:
     def runs(self, name: str) -> Iterator[tuple[Job, tuple[dict[str, Any], dict[str, Any]]]]:
         for seed in range(self.plan.s.seeds):
             job = self.plan.jobs.get(f"{name}-seed{seed}")
-            if job is not None and job.output and job.name in self.ledger.done and (found := evaluations(job.output)):
+            # A run's metrics hold its evaluation after training only once it finished.
+            if job is not None and job.output and (found := evaluations(job.output)):
                 yield job, found
 
     def cell(self, name: str, when: str, column: str) -> Cell:
         rates, seconds = [], 0.0
         for job, (before, after) in self.runs(name):
             rates.append((before if when == "before" else after)[column])
-            seconds += self.ledger.done[job.name]["seconds"]
+            seconds += self.ledger.done.get(job.name, {}).get("seconds", 0.0)
         return Cell(rates, seconds)
 
     def command(self, name: str) -> str:
