@@ -3,6 +3,9 @@
 Run: ``python -m bench.context_gap [--models ...] [--envs ...] [--tasks 40] [--write docs/models.md]``.
 Greedy decoding on the validation split; 95% Wilson intervals. The table says which (model, env,
 context) triples have a gap worth distilling: rerun it whenever an env, a prompt or a context changes.
+Each pass rate is appended to ``--results`` (default ``docs/context_gap.jsonl``) as it finishes, keyed by
+model, env, context, split, task count and reply length; a rerun measures only what is missing, so
+delete the file (or its lines) after changing an env, a prompt or a model.
 """
 
 from __future__ import annotations
