@@ -207,15 +207,26 @@ class Cell:
     rates: list[dict[str, float]]
     seconds: float = 0.0
 
+    @property
+    def same_every_seed(self) -> bool:
+        """Greedy decoding of an untrained model (or a single seed so far): one value, a task-level interval."""
+        return len({r["successes"] for r in self.rates}) == 1
+
+    def interval(self) -> tuple[float, float]:
+        """95% interval in %: Wilson over the tasks when every seed agrees, else a t-interval over seeds."""
+        if self.same_every_seed:
+            low, high = wilson_interval(int(self.rates[0]["successes"]), int(self.rates[0]["n"]))
+            return 100 * low, 100 * high
+        mean, half = self.mean or 0.0, t_half_width([100 * r["rate"] for r in self.rates])
+        return mean - half, mean + half
+
     def text(self) -> str:
         if not self.rates:
             return "(not run yet)"
-        values = [100 * r["rate"] for r in self.rates]
-        n = int(self.rates[0]["n"])
-        if len(set(values)) == 1:  # greedy decoding of an untrained model: the same for every seed
-            low, high = wilson_interval(int(self.rates[0]["successes"]), n)
-            return f"{values[0]:.1f} [{100 * low:.0f}, {100 * high:.0f}] (n={n})"
-        return f"{statistics.fmean(values):.1f} ± {t_half_width(values):.1f} ({len(values)} seeds × n={n})"
+        n, (low, high) = int(self.rates[0]["n"]), self.interval()
+        if self.same_every_seed:
+            return f"{self.mean:.1f} [{low:.0f}, {high:.0f}] (n={n}, {len(self.rates)} seed{'s' * (len(self.rates) > 1)})"
+        return f"{self.mean:.1f} ± {(high - low) / 2:.1f} ({len(self.rates)} seeds × n={n})"
 
     @property
     def mean(self) -> float | None:
@@ -277,8 +288,9 @@ def bar_figure(path: Path, title: str, cells: dict[str, Cell]) -> list[str]:
     labels = [k for k, c in cells.items() if c.mean is not None]
     if not labels:
         return []
-    means = [cells[k].mean for k in labels]
-    errors = [t_half_width([100 * r["rate"] for r in cells[k].rates]) for k in labels]
+    means = [cells[k].mean or 0.0 for k in labels]
+    intervals = [cells[k].interval() for k in labels]
+    errors = [[m - low for m, (low, _) in zip(means, intervals)], [high - m for m, (_, high) in zip(means, intervals)]]
     fig, ax = plt.subplots(figsize=(1.6 * len(labels) + 2, 3.2))
     ax.bar(range(len(labels)), means, yerr=errors, capsize=4, color="#4c72b0")
     ax.set_xticks(range(len(labels)), [k.replace(" (", "\n(") for k in labels], fontsize=8)
@@ -305,9 +317,10 @@ def report(plan: Plan, ledger: Ledger, path: Path, tables: set[int]) -> None:
         f"{os.cpu_count()} CPU cores, no GPU, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}. "
         "Model: SmolLM2-135M-Instruct (fp32, LoRA r=16, lr 1e-4, full-vocabulary reverse KL, temperature 0.7, "
         f"{s.steps} steps of 4 episodes). Evaluation: greedy, the first {s.eval_tasks} tasks of each env's test "
-        "split. A cell is the pass rate in %: trained cells are the mean over seeds ± the half-width of a 95% "
-        "t-interval over seeds; untrained cells (base, in-context) are the same for every seed under greedy "
-        "decoding and carry a 95% Wilson interval over the tasks. The paper's figures (Qwen3/Llama models of "
+        "split. A cell is the pass rate in %: where seeds differ, the mean over seeds ± the half-width of a 95% "
+        "t-interval over seeds; where every seed gave the same value (untrained cells under greedy decoding, or "
+        "one seed so far), that value with a 95% Wilson interval over the tasks; the figures' error bars are "
+        "the same intervals. The paper's figures (Qwen3/Llama models of "
         "1.7-8B parameters, thousands of test items) are beside ours for the direction of each effect, not the size.",
         "",
     ]

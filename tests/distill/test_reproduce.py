@@ -37,8 +37,8 @@ def test_report_aggregates_seeds_and_marks_missing_cells(tmp_path: Path) -> None
     out = tmp_path / "docs" / "results.md"
     report(plan, ledger, out, {1, 5, 6})
     text = out.read_text()
-    assert "| OPCD | 60.0 ± 24.8 (3 seeds × n=10) | 20.0 [6, 51] (n=10) |" in text  # mean of 50/60/70 %, t(2)
-    assert "| Base | 30.0 [11, 60] (n=10) |" in text  # greedy, untrained: one Wilson interval
+    assert "| OPCD | 60.0 ± 24.8 (3 seeds × n=10) | 20.0 [6, 51] (n=10, 3 seeds) |" in text  # 50/60/70 %, t(2)
+    assert "| Base | 30.0 [11, 60] (n=10, 3 seeds) |" in text  # greedy, untrained: one Wilson interval
     assert "(not run yet)" in text  # off-policy, Sokoban, the live teacher and traces have not run
     assert "--seed {0,1,2}" in text and (tmp_path / "docs" / "results" / "table1-addition.png").stat().st_size > 0
 
