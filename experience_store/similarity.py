@@ -30,28 +30,29 @@ def jaccard(a: str, b: str) -> float:
 
 
 @dataclass(frozen=True)
-class TokenOverlap:
-    """Near-duplicates: equal normalised text, or word-set Jaccard >= ``threshold``."""
-
-    threshold: float = 0.7
+class _Threshold:
+    threshold: float
 
     def __post_init__(self) -> None:
         if not 0 < self.threshold <= 1:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+
+
+@dataclass(frozen=True)
+class TokenOverlap(_Threshold):
+    """Near-duplicates: equal normalised text, or word-set Jaccard >= ``threshold``."""
+
+    threshold: float = 0.7
 
     def __call__(self, new: str, kept: str) -> bool:
         return normalize(new) == normalize(kept) or jaccard(new, kept) >= self.threshold
 
 
 @dataclass(frozen=True)
-class Containment:
+class Containment(_Threshold):
     """``new`` copies part of ``kept``: at least ``threshold`` of its normalised words occur in ``kept``."""
 
     threshold: float = 0.8
-
-    def __post_init__(self) -> None:
-        if not 0 < self.threshold <= 1:
-            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
 
     def __call__(self, new: str, kept: str) -> bool:
         part, whole = set(normalize(new).split()), set(normalize(kept).split())
