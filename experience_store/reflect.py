@@ -27,9 +27,9 @@ from experience_store.similarity import Containment, Similarity
 
 ITEM_MARKER = "- EXPERIENCE ITEM:"
 TaskStyle = Literal["problem", "game"]
-# Single-step envs get the paper's problem template; every other env (a researcher's new one included)
-# the game template, which reads any multi-turn log.
-PROBLEM_ENVS: frozenset[str] = frozenset({"opcd/Math-v0", "opcd/Addition-v0", "opcd/QA-v0"})
+# Single-step envs (any registration of these classes: math, addition, qa) get the paper's problem
+# template; every other env (a researcher's new one included) the game template, which reads any log.
+PROBLEM_ENTRY_POINTS: frozenset[str] = frozenset({"envs.math_env:MathEnv", "envs.qa_env:QAEnv"})
 
 SYSTEM = "You are an AI language model that continuously refines its internal experience."
 TEMPLATES: dict[TaskStyle, str] = {
@@ -93,7 +93,7 @@ _EDGE = " \t-*•_\"'`“”‘’:"
 
 def task_style(env_name: str) -> TaskStyle:
     """Which extraction template an env gets: ``problem`` for single-step tasks, else ``game``."""
-    return "problem" if envs.spec(env_name).gym_id in PROBLEM_ENVS else "game"
+    return "problem" if envs.spec(env_name).entry_point in PROBLEM_ENTRY_POINTS else "game"
 
 
 @dataclass(frozen=True)
