@@ -120,7 +120,9 @@ class Distiller:
     def llm(self, model: PreTrainedModel) -> LLM:
         """``model`` as an LLM for one sampling or evaluation pass, during which its weights stay fixed: its
         kept prompt rows (the next turn's prefix) die with it, before the next optimizer step."""
-        return HFBackend.from_model(model, self.tokenizer, name=self.config.model, prompt_cache_tokens=DEFAULT_PROMPT_CACHE_TOKENS)
+        return HFBackend.from_model(
+            model, self.tokenizer, name=self.config.model, prompt_cache_tokens=DEFAULT_PROMPT_CACHE_TOKENS
+        )
 
     def student_sampler(self, step: int) -> LLM:
         """The student's current weights as an LLM: in-process (hf), or synced into vLLM as a LoRA adapter."""
