@@ -59,6 +59,9 @@ class DistillConfig:
     eval_split: str = config_field("test", "split for evaluation")
     ood_env: str | None = config_field(None, "a second env evaluated as the out-of-distribution check")
     eval_max_new_tokens: int = config_field(128, "reply length cap when evaluating")
+    eval_cache: Path | None = config_field(
+        None, "JSON file of start-model evaluations shared by runs that would repeat them (seeds, methods)"
+    )
     save_every: int = config_field(10, "checkpoint every N steps (and at the end)")
     merge_lora: bool = config_field(False, "also save the LoRA-merged model (a plain Hugging Face folder)")
     out_dir: Path = config_field(Path("runs/distill"), "where checkpoints, the metrics JSONL and plots go")
@@ -71,6 +74,7 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)
+        self.eval_cache = Path(self.eval_cache) if self.eval_cache is not None else None
         self.env_args = tuple(self.env_args)
         for name in ("steps", "episodes_per_step", "max_new_tokens", "eval_tasks", "loss_chunk_size"):
             if getattr(self, name) < 1:

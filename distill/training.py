@@ -4,7 +4,8 @@
 Evaluation (greedy, on ``config.eval_split``) runs before the first step, every ``eval_every`` steps
 and after the last one, in three columns: the student without the context (what distillation should
 raise), the student with the context (at step 0: the in-context baseline), and the student on a second
-env (``ood_env``: does it keep what it could do?).
+env (``ood_env``: does it keep what it could do?). With ``eval_cache`` the start model's evaluation is
+looked up (``distill.eval_cache``) instead of repeated. Resuming a finished run returns its results.
 """
 
 from __future__ import annotations
@@ -23,11 +24,10 @@ from agents.llm import SamplingParams
 from agents.models import load_model
 from distill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from distill.config import DistillConfig
+from distill.eval_cache import EvalCache, EvalResults, evaluation_key
 from distill.plots import plot_run
 from distill.trainer import Distiller
 from experience_store import ExperienceStore
-
-EvalResults = dict[str, dict[str, float]]  # column -> PassRate.as_dict()
 
 
 class MetricsLog:
@@ -120,6 +120,7 @@ def train(
         state.wait_for_everyone()
         if is_main:  # killed before its first checkpoint: nothing to resume, start over
             log.keep_until(-1)
+    finished_before = checkpoint is not None and distiller.step_count >= config.steps
     state.wait_for_everyone()  # every process has checked before the main one writes
     if store is not None and run_id is None and is_main:
         run_id = store.create_run({**config.to_dict(), "context_id": context.id, "context_kind": context.kind})
@@ -131,12 +132,20 @@ def train(
         if store is not None and run_id is not None:
             store.log_run_metrics(run_id, step, metrics)
 
+    cache = EvalCache(config.eval_cache) if config.eval_cache is not None else None
+
     def evaluation(step: int) -> None:
         if not is_main:
             return
-        results = evaluate(distiller, config)
+        key = evaluation_key(config, context) if cache is not None and step == 0 else None
+        results = cache.get(key) if cache is not None and key is not None else None
+        cached = results is not None
+        if results is None:
+            results = evaluate(distiller, config)
+            if cache is not None and key is not None:
+                cache.put(key, results)
         record(step, {f"eval/{name}": r["rate"] for name, r in results.items()})
-        log.append({"step": step, "eval_detail": results})
+        log.append({"step": step, "eval_detail": results, "from_cache": cached})
         if on_eval:
             on_eval(step, results)
 
@@ -153,8 +162,11 @@ def train(
                 evaluation(step)
             if is_main and config.save_every and step % config.save_every == 0 and step < config.steps:
                 save_checkpoint(distiller, config.out_dir, {"run_id": run_id})
-        evaluation(distiller.step_count)
-        final = save_checkpoint(distiller, config.out_dir, {"run_id": run_id}) if is_main else config.out_dir
+        if finished_before:
+            final = checkpoint  # its final evaluation is in the log already
+        else:
+            evaluation(distiller.step_count)
+            final = save_checkpoint(distiller, config.out_dir, {"run_id": run_id}) if is_main else config.out_dir
     except BaseException as err:
         if store is not None and run_id is not None and is_main:
             store.finish_run(run_id, "cancelled" if isinstance(err, KeyboardInterrupt) else "failed")

@@ -85,6 +85,28 @@ def test_resume_continues_a_killed_run(tiny_model_dir: str, tmp_path: Path, caps
     with ExperienceStore.open(store, readonly=True) as s:
         (run,) = s.runs()  # the resumed run continues its record
     assert run.status == "completed" and [step for step, _ in run.metrics["train/loss"]] == [1, 2]
+    code, _, stderr = distill(capsys, *tiny_run_args(tiny_model_dir, out, store, steps=2), "--resume")
+    assert code == 0, stderr  # resuming a finished run redoes nothing
+    assert [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()] == records
+
+
+def test_runs_share_the_start_models_evaluation(tiny_model_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cache = tmp_path / "eval-cache.json"
+
+    def run(name: str, *extra: str) -> list[dict]:
+        args = tiny_run_args(tiny_model_dir, tmp_path / name, tmp_path / "exp.db", steps=1)
+        code, _, stderr = distill(capsys, *args, "--eval-every", "0", "--eval-cache", str(cache), *extra)
+        assert code == 0, stderr
+        return [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines() if "eval_detail" in line]
+
+    first = run("first")
+    assert [r["from_cache"] for r in first] == [False, False]  # before (measured, then stored) and after
+    (entry,) = json.loads(cache.read_text()).values()
+    assert entry == first[0]["eval_detail"]
+    other_seed = run("other-seed", "--seed", "1", "--method", "offpolicy")
+    assert other_seed[0]["from_cache"] and other_seed[0]["eval_detail"] == entry and not other_seed[1]["from_cache"]
+    fewer_tasks = run("fewer-tasks", "--eval-tasks", "1")
+    assert not fewer_tasks[0]["from_cache"] and len(json.loads(cache.read_text())) == 2
 
 
 def test_missing_context_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,0 +1,75 @@
+"""The start model's evaluations, shared by runs that would repeat them exactly (a sweep over seeds or methods).
+
+Evaluation is greedy on fixed tasks, so before the first step its pass rates depend only on what ``key``
+holds: a sweep evaluates each (model, env, context, tasks, budget) once. The file is JSON, written under
+a lock (workers in parallel may share it). Delete it after changing how prompts are built or scored.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from agents.agent import Context
+from distill.config import DistillConfig
+
+EvalResults = dict[str, dict[str, float]]  # column -> PassRate.as_dict()
+
+# What an evaluation of the start model depends on; seed, method, steps and the teacher do not enter it.
+KEY_FIELDS = ("model", "dtype", "device", "backend", "env", "env_args", "ood_env", "eval_split", "eval_tasks",
+              "eval_max_new_tokens", "max_prompt_tokens")  # fmt: skip
+
+
+def evaluation_key(config: DistillConfig, context: Context) -> str:
+    """A digest of everything the start model's evaluation depends on."""
+    fields: dict[str, Any] = {name: getattr(config, name) for name in KEY_FIELDS}
+    fields["context"] = [context.kind, context.text]
+    folder = Path(config.model)
+    if folder.is_dir():  # a checkpoint folder: the same path may later hold other weights
+        fields["files"] = sorted((str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns)
+                                 for f in folder.rglob("*") if f.is_file())  # fmt: skip
+    return hashlib.sha256(json.dumps(fields, sort_keys=True, default=list).encode()).hexdigest()
+
+
+class EvalCache:
+    """A JSON file mapping ``evaluation_key`` digests to evaluation results."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def get(self, key: str) -> EvalResults | None:
+        with self._locked():
+            return self._read().get(key)
+
+    def put(self, key: str, results: EvalResults) -> None:
+        with self._locked():
+            entries = {**self._read(), key: results}
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(json.dumps(entries, indent=1), encoding="utf-8")
+            tmp.replace(self.path)
+
+    def _read(self) -> dict[str, EvalResults]:
+        if not self.path.exists():
+            return {}
+        try:
+            entries = json.loads(self.path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"evaluation cache {self.path} is not valid JSON ({err}); delete it to start afresh") from err
+        if not isinstance(entries, dict):
+            raise ValueError(f"evaluation cache {self.path} does not hold a JSON object; delete it to start afresh")
+        return entries
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
