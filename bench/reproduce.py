@@ -4,13 +4,16 @@
     python -m bench.reproduce --tables 1 6 --seeds 3     # some tables
     python -m bench.reproduce --report                   # only rewrite docs/results.md from finished jobs
     python -m bench.reproduce --plan                     # print every command, run nothing
-    python -m bench.reproduce --tables 3 &               # a second worker beside the first, other tables
+    python -m bench.reproduce &                          # a second worker beside the first (one per core)
 
 Every job is a command of this project's CLIs (play, reflect, knowledge export, distill.run), run as a
-subprocess. A finished job is recorded in OUT/jobs.json with its command, wall time and exit status, and is
-skipped by a rerun; an interrupted distillation continues from its last checkpoint (``--resume``), an
-interrupted collection starts over in a fresh store. The report is rewritten after every job, so
-docs/results.md always shows what has finished (cells still missing say so).
+subprocess. A finished job is recorded in OUT/jobs.json with its command and wall time, and is skipped by
+a rerun; an interrupted distillation continues from its last checkpoint (``--resume``), an interrupted
+collection starts over in a fresh store. Workers share a plan: each claims a job (OUT/claims/) before
+running it, skips runs that another live worker holds and waits for setup jobs that later ones need.
+Runs share the start model's evaluation (OUT/eval-cache.json: greedy, so seeds and methods repeat it
+exactly). The report is rewritten after every job, so docs/results.md always shows what has finished
+(cells still missing say so).
 
 Tables (the paper's numbering; ours are analogues at ~1/60 of the smallest model the paper used):
 1-2. experiential knowledge (collect, reflect, select on validation) on ``addition`` and on Sokoban:
@@ -24,6 +27,7 @@ Tables (the paper's numbering; ours are analogues at ~1/60 of the smallest model
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -34,6 +38,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -151,10 +156,21 @@ class Plan:
             "-m", "distill.run", "--env", env, *context, "--method", method, "--ood-env", OOD[env],
             "--seed", str(seed), "--steps", str(self.s.steps), "--episodes-per-step", "4",
             "--max-new-tokens", str(self.s.max_new_tokens), "--eval-every", "0", "--eval-tasks", str(self.s.eval_tasks),
-            "--eval-max-new-tokens", str(self.s.max_new_tokens), "--save-every", str(self.s.steps),
-            "--out-dir", str(out), *extra,
+            "--eval-max-new-tokens", str(self.s.max_new_tokens), "--save-every", str(max(1, self.s.steps // 4)),
+            "--eval-cache", str(self.s.out / "eval-cache.json"), "--out-dir", str(out), *extra,
         )  # fmt: skip
         self.add(Job(f"{name}-seed{seed}", argv, out, resumable=True))
+
+
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) between worker processes."""
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class Ledger:
@@ -162,16 +178,72 @@ class Ledger:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.done: dict[str, dict[str, Any]] = json.loads(path.read_text()) if path.exists() else {}
+        self.lock = path.with_name(path.name + ".lock")
+
+    @property
+    def done(self) -> dict[str, dict[str, Any]]:
+        """The finished jobs, as the file says now (other workers add to it)."""
+        return json.loads(self.path.read_text()) if self.path.exists() else {}
 
     def record(self, job: Job, seconds: float) -> None:
-        """Add ``job`` (re-reading the file first, so that runs of disjoint ``--tables`` can share it)."""
-        if self.path.exists():
-            self.done = {**json.loads(self.path.read_text()), **self.done}
-        self.done[job.name] = {"command": job.command, "seconds": round(seconds, 1), "finished": time.time()}
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(self.done, indent=1))
-        tmp.replace(self.path)
+        with locked(self.lock):
+            done = {**self.done, job.name: {"command": job.command, "seconds": round(seconds, 1), "finished": time.time()}}
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text(json.dumps(done, indent=1))
+            tmp.replace(self.path)
+
+
+class Claims:
+    """OUT/claims/JOB holds the pid of the worker running JOB; a dead worker's claim may be taken over."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def take(self, name: str) -> bool:
+        """Claim ``name`` for this process; False while another live worker holds it."""
+        path = self.folder / name
+        with locked(self.folder / ".lock"):
+            if path.exists():
+                holder = int(path.read_text())
+                if holder != os.getpid() and pid_alive(holder):
+                    return False
+            path.write_text(str(os.getpid()))
+            return True
+
+    def release(self, name: str) -> None:
+        (self.folder / name).unlink(missing_ok=True)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def work(plan: Plan, ledger: Ledger, claims: Claims, log: Callable[[str], None], after_job: Callable[[], None]) -> None:
+    """Run every job of ``plan`` that is not finished and that no other worker holds, in order."""
+    for job in plan.jobs.values():
+        if job.name in ledger.done:
+            continue
+        if not claims.take(job.name):
+            if job.resumable:  # a run another worker is making; later runs do not need it
+                continue
+            log(f"waiting for {job.name}: another worker is making it, and later jobs need it")
+            while not claims.take(job.name):
+                time.sleep(10)
+        try:
+            finished = run_job(job, ledger, log)
+        finally:
+            claims.release(job.name)
+        if not finished and not job.resumable:
+            log(f"stopping: later jobs need {job.name}")
+            return
+        after_job()
 
 
 def run_job(job: Job, ledger: Ledger, log: Callable[[str], None]) -> bool:
@@ -414,11 +486,7 @@ def main(argv: list[str] | None = None) -> None:
                 log_file.write(line + "\n")
                 log_file.flush()
 
-            for job in plan.jobs.values():
-                if not run_job(job, ledger, log) and not job.resumable:
-                    log(f"stopping: later jobs need {job.name}")
-                    break
-                report(plan, ledger, args.write, tables)
+            work(plan, ledger, Claims(args.out / "claims"), log, lambda: report(plan, ledger, args.write, tables))
     report(plan, ledger, args.write, tables)
     print(f"wrote {args.write}")
 

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
-from bench.reproduce import Job, Ledger, Plan, Settings, report, run_job
+from bench.reproduce import Claims, Job, Ledger, Plan, Settings, report, run_job, work
 
 
 def fake_run(job_output: Path, before: dict[str, int], after: dict[str, int], n: int = 10) -> None:
@@ -54,3 +56,27 @@ def test_run_job_starts_a_half_made_output_over_records_it_and_skips_it_next_tim
     assert run_job(job, ledger, lines.append) and not out.exists()  # finished before: not run again
     failing = Job("fail", ("-c", "raise SystemExit('no model')"), None)
     assert not run_job(failing, ledger, lines.append) and "no model" in lines[-1] and "fail" not in ledger.done
+
+
+def test_workers_share_a_plan_through_claims(tmp_path: Path) -> None:
+    plan = Plan(Settings(tmp_path, seeds=1, steps=4, eval_tasks=5, episodes=4, max_new_tokens=8), {3})
+    assert "--eval-cache" in plan.jobs["qa-handbook-opcd-seed0"].command and "--save-every 1" in plan.jobs["qa-handbook-opcd-seed0"].command
+    made = tmp_path / "made"
+    plan.jobs = {  # stand-ins for the runs: each writes its name
+        name: Job(name, ("-c", f"open({str(made)!r}, 'a').write({name!r} + '\\n')"), tmp_path / name, resumable=True)
+        for name in plan.jobs
+    }
+    claims, ledger = Claims(tmp_path / "claims"), Ledger(tmp_path / "jobs.json")
+    busy = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (claims.folder / "qa-system-prompt-offpolicy-seed0").write_text(str(busy.pid))  # another live worker's run
+        (claims.folder / "qa-handbook-opcd-seed0").write_text("999999999")  # a dead worker's claim: taken over
+        work(plan, ledger, claims, lambda line: None, lambda: None)
+        assert made.read_text().split() == ["qa-system-prompt-opcd-seed0", "qa-handbook-opcd-seed0"]
+        assert set(ledger.done) == {"qa-system-prompt-opcd-seed0", "qa-handbook-opcd-seed0"}
+        assert [p.name for p in claims.folder.iterdir() if not p.name.startswith(".")] == ["qa-system-prompt-offpolicy-seed0"]
+        assert not claims.take("qa-system-prompt-offpolicy-seed0")
+    finally:
+        busy.kill()
+        busy.wait()
+    assert claims.take("qa-system-prompt-offpolicy-seed0")  # its worker is gone
