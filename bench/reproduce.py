@@ -27,7 +27,6 @@ Tables (the paper's numbering; ours are analogues at ~1/60 of the smallest model
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import os
 import platform
@@ -38,7 +37,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -50,6 +48,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from agents.evaluate import wilson_interval  # noqa: E402
+from distill.eval_cache import locked  # noqa: E402
 
 GAME_ENVS = ("addition", "sokoban")  # Tables 1-2: experiential knowledge on math and on a text game
 OOD = {"addition": "qa", "sokoban": "qa", "qa": "addition"}
@@ -160,17 +159,6 @@ class Plan:
             "--eval-cache", str(self.s.out / "eval-cache.json"), "--out-dir", str(out), *extra,
         )  # fmt: skip
         self.add(Job(f"{name}-seed{seed}", argv, out, resumable=True))
-
-
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if missing) between worker processes."""
-    with open(path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class Ledger:

@@ -25,6 +25,18 @@ KEY_FIELDS = ("model", "dtype", "device", "backend", "env", "env_args", "ood_env
               "eval_max_new_tokens", "max_prompt_tokens")  # fmt: skip
 
 
+@contextmanager
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) between processes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def evaluation_key(config: DistillConfig, context: Context) -> str:
     """A digest of everything the start model's evaluation depends on."""
     fields: dict[str, Any] = {name: getattr(config, name) for name in KEY_FIELDS}
@@ -41,13 +53,14 @@ class EvalCache:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
+        self.lock = self.path.with_name(self.path.name + ".lock")
 
     def get(self, key: str) -> EvalResults | None:
-        with self._locked():
+        with locked(self.lock):
             return self._read().get(key)
 
     def put(self, key: str, results: EvalResults) -> None:
-        with self._locked():
+        with locked(self.lock):
             entries = {**self._read(), key: results}
             tmp = self.path.with_name(self.path.name + ".tmp")
             tmp.write_text(json.dumps(entries, indent=1), encoding="utf-8")
@@ -63,13 +76,3 @@ class EvalCache:
         if not isinstance(entries, dict):
             raise ValueError(f"evaluation cache {self.path} does not hold a JSON object; delete it to start afresh")
         return entries
-
-    @contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
