@@ -54,6 +54,10 @@ class DistillConfig:
         "token_mean", "token_mean (the reference code) or sequence_mean (the paper's equation)"
     )
     loss_chunk_size: int = config_field(256, "positions per chunk in the loss (bounds memory)")
+    max_batch_tokens: int = config_field(
+        4096, "padded tokens per forward/backward pass; a step's samples are split into passes of at most this"
+        " (gradients accumulate; the default model keeps ~2 MB of activations per token in float32)"
+    )
     eval_every: int = config_field(10, "evaluate every N steps (0 = only before and after)")
     eval_tasks: int = config_field(40, "test tasks per evaluation")
     eval_split: str = config_field("test", "split for evaluation")
@@ -76,7 +80,7 @@ class DistillConfig:
         self.out_dir = Path(self.out_dir)
         self.eval_cache = Path(self.eval_cache) if self.eval_cache is not None else None
         self.env_args = tuple(self.env_args)
-        for name in ("steps", "episodes_per_step", "max_new_tokens", "eval_tasks", "loss_chunk_size"):
+        for name in ("steps", "episodes_per_step", "max_new_tokens", "eval_tasks", "loss_chunk_size", "max_batch_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("eval_every", "save_every", "lora_r", "kl_top_k"):

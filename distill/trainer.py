@@ -9,6 +9,9 @@ An OPCD step (``Distiller.step``), as in the paper:
 3. the loss is the per-token reverse KL(student || teacher) on the reply tokens;
 4. one AdamW step with gradient clipping. No gradient flows through sampling; no PPO ratio.
 
+Steps 2-3 run in passes of at most ``max_batch_tokens`` padded tokens whose gradients add up to the whole
+batch's (multi-turn games make long rows, and activations grow with rows × length).
+
 Baselines change steps 1-3: ``offpolicy`` lets the teacher (with the context) sample and the student
 learn the teacher's top-k distribution (forward KL); ``sft`` fine-tunes on the teacher's samples.
 """
@@ -203,6 +206,23 @@ class Distiller:
             temperature=self.config.temperature,
         )
 
+    def backward(self, samples: list[Sample]) -> LossOutput:
+        """The batch's loss with its gradient accumulated in passes of at most ``max_batch_tokens``."""
+        lengths = [len(chat_prompt_ids(self.tokenizer, s.student_messages)) + len(s.reply_ids) for s in samples]
+        reply_tokens = sum(len(s.reply_ids) for s in samples)
+        loss, parts = torch.zeros(()), []
+        for group in micro_batches(lengths, self.config.max_batch_tokens):
+            part = [samples[i] for i in group]
+            out = self.loss(part)
+            # Each pass's loss is a mean over its own tokens (rows): weight it by its share of the batch's.
+            tokens = sum(len(s.reply_ids) for s in part)
+            share = tokens / reply_tokens if self.config.reduction == "token_mean" else len(part) / len(samples)
+            (out.loss * share).backward()
+            loss = loss + share * out.loss.detach()
+            parts.append(out)
+        token_loss = torch.cat([o.token_loss for o in parts])
+        return LossOutput(loss, token_loss, torch.cat([o.student_entropy for o in parts]))
+
     def step(self) -> dict[str, float]:
         """Sample, score, one optimizer step; returns the step's metrics."""
         started = time.perf_counter()
@@ -211,9 +231,8 @@ class Distiller:
             raise RuntimeError(f"step {self.step_count}: the sampler produced no reply tokens to learn from")
         sampled = time.perf_counter()
         self.student.train()
-        out = self.loss(samples)
         self.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
+        out = self.backward(samples)
         _average_gradients(self.trainable)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.config.grad_clip)
         self.optimizer.step()
@@ -231,6 +250,18 @@ class Distiller:
             "seconds_sample": sampled - started,
             "seconds_update": time.perf_counter() - sampled,
         }
+
+
+def micro_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Row indices grouped longest first, each group's padded size (rows × its longest row) within
+    ``max_tokens``; a row longer than that is a group of its own."""
+    groups: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        if groups and (len(groups[-1]) + 1) * lengths[groups[-1][0]] <= max_tokens:
+            groups[-1].append(i)
+        else:
+            groups.append([i])
+    return groups
 
 
 def _rank() -> int:

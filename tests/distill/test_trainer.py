@@ -15,7 +15,7 @@ from agents.agent import Context, build_messages
 from agents.hf_backend import chat_prompt_ids
 from distill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from distill.config import DistillConfig
-from distill.trainer import Distiller
+from distill.trainer import Distiller, micro_batches
 from envs.base import TextEnv
 
 QUESTION = "Which colour is the secret?"
@@ -164,3 +164,24 @@ def test_live_teacher_is_the_student_itself(context_sensitive_model, default_tok
     with distiller.teacher_model() as teacher:
         assert teacher is distiller.student
     assert distiller.step()["loss"] >= 0
+
+
+def test_micro_batches_bound_padded_tokens() -> None:
+    assert micro_batches([10, 40, 20, 30], 60) == [[1], [3, 2], [0]]  # 30 + 30 padded, then 10 alone
+    assert micro_batches([10, 40, 20, 30], 1000) == [[1, 3, 2, 0]]
+    assert micro_batches([500, 5], 100) == [[0], [1]]  # a row over the budget still runs, alone
+
+
+@pytest.mark.parametrize("reduction", ["token_mean", "sequence_mean"])
+def test_passes_of_few_tokens_give_the_whole_batchs_gradient(reduction, context_sensitive_model, default_tokenizer) -> None:
+    whole, passes = (
+        Distiller(config(reduction=reduction, max_batch_tokens=budget), copy.deepcopy(context_sensitive_model), default_tokenizer, FACT)
+        for budget in (100_000, 1)  # one pass, then one pass per sample
+    )
+    samples = whole.sample(0)
+    assert len(samples) == 4
+    expected, got = whole.backward(samples), passes.backward(samples)
+    assert got.loss.item() == pytest.approx(expected.loss.item(), rel=1e-5)
+    assert got.token_loss.sum().item() == pytest.approx(expected.token_loss.sum().item(), rel=1e-5)
+    for a, b in zip(whole.trainable, passes.trainable):
+        assert a.grad is not None and torch.allclose(a.grad, b.grad, rtol=1e-3, atol=1e-5)
