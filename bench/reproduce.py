@@ -173,9 +173,13 @@ class Ledger:
         """The finished jobs, as the file says now (other workers add to it)."""
         return json.loads(self.path.read_text()) if self.path.exists() else {}
 
-    def record(self, job: Job, seconds: float) -> None:
+    def record(self, job: Job, seconds: float, resumed: bool = False) -> None:
+        """Add ``job``: its command, the wall time of the attempt that finished (``resumed``: from a
+        checkpoint of an earlier one) and this process's OMP_NUM_THREADS."""
+        entry = {"command": job.command, "seconds": round(seconds, 1), "finished": time.time(), "resumed": resumed,
+                 "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset")}  # fmt: skip
         with locked(self.lock):
-            done = {**self.done, job.name: {"command": job.command, "seconds": round(seconds, 1), "finished": time.time()}}
+            done = {**self.done, job.name: entry}
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text(json.dumps(done, indent=1))
             tmp.replace(self.path)
@@ -239,6 +243,7 @@ def run_job(job: Job, ledger: Ledger, log: Callable[[str], None]) -> bool:
     if job.name in ledger.done:
         return True
     argv = list(job.argv)
+    resumed = job.resumable and job.output is not None and (job.output / "latest").exists()  # a checkpoint
     if job.resumable and job.output is not None and (job.output / "metrics.jsonl").exists():
         argv.append("--resume")
     elif not job.resumable and job.output is not None and job.output.exists():
@@ -252,7 +257,7 @@ def run_job(job: Job, ledger: Ledger, log: Callable[[str], None]) -> bool:
     if result.returncode != 0:
         log(f"  failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
         return False
-    ledger.record(job, time.perf_counter() - start)
+    ledger.record(job, time.perf_counter() - start, resumed)
     log(f"  done in {time.perf_counter() - start:.0f} s")
     return True
 
@@ -367,6 +372,7 @@ def report(plan: Plan, ledger: Ledger, path: Path, tables: set[int]) -> None:
     figures = path.parent / "results"
     figures.mkdir(parents=True, exist_ok=True)
     total = sum(j["seconds"] for j in ledger.done.values())
+    threads = ", ".join(sorted({str(j.get("omp_num_threads", "not recorded")) for j in ledger.done.values()}))
     s = plan.s
     lines = [
         "# Results: the paper's tables at small scale, on the default model",
@@ -375,7 +381,7 @@ def report(plan: Plan, ledger: Ledger, path: Path, tables: set[int]) -> None:
         f"(last updated {date.today().isoformat()}; {len(ledger.done)} of {len(plan.jobs)} jobs finished, "
         f"{total / 3600:.1f} h of job time so far, summed over jobs that workers ran side by side) on "
         f"{platform.machine()} {platform.system()}, "
-        f"{os.cpu_count()} CPU cores, no GPU, OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}. "
+        f"{os.cpu_count()} CPU cores, no GPU, OMP_NUM_THREADS per job: {threads}. "
         "Model: SmolLM2-135M-Instruct (fp32, LoRA r=16, lr 1e-4, full-vocabulary reverse KL, temperature 0.7, "
         f"{s.steps} steps of 4 episodes). Evaluation: greedy, the first {s.eval_tasks} tasks of each env's test "
         "split. A cell is the pass rate in %: where seeds differ, the mean over seeds ± the half-width of a 95% "
@@ -442,7 +448,10 @@ def report(plan: Plan, ledger: Ledger, path: Path, tables: set[int]) -> None:
         lines += ["", f"Command (traces): `{results.command('addition-traces-opcd')}`.", ""]
         lines += bar_figure(figures / "table6-addition.png", "addition: traces vs knowledge", cells)
     lines += ["## Every job", "", "| job | wall time | command |", "|---|---|---|"]
-    lines += [f"| {name} | {done['seconds'] / 60:.1f} min | `{done['command']}` |" for name, done in ledger.done.items()]
+    lines += [
+        f"| {name} | {done['seconds'] / 60:.1f} min{' (from a checkpoint)' * done.get('resumed', False)} | `{done['command']}` |"
+        for name, done in ledger.done.items()
+    ]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

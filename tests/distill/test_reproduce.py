@@ -42,7 +42,7 @@ def test_report_aggregates_seeds_and_marks_missing_cells(tmp_path: Path) -> None
     assert "| OPCD | 60.0 ± 24.8 (3 seeds × n=10) | 20.0 [6, 51] (n=10, 3 seeds) |" in text  # 50/60/70 %, t(2)
     assert "| Base | 30.0 [11, 60] (n=10, 3 seeds) |" in text  # greedy, untrained: one Wilson interval
     assert "(not run yet)" in text  # off-policy, Sokoban, the live teacher and traces have not run
-    assert "--seed {0,1,2}" in text and (tmp_path / "docs" / "results" / "table1-addition.png").stat().st_size > 0
+    assert "OMP_NUM_THREADS per job: " in text and "--seed {0,1,2}" in text and (tmp_path / "docs" / "results" / "table1-addition.png").stat().st_size > 0
 
 
 def test_run_job_starts_a_half_made_output_over_records_it_and_skips_it_next_time(tmp_path: Path) -> None:
@@ -54,6 +54,13 @@ def test_run_job_starts_a_half_made_output_over_records_it_and_skips_it_next_tim
     assert Ledger(tmp_path / "jobs.json").done["make"]["command"].startswith("python -c")
     out.unlink()
     assert run_job(job, ledger, lines.append) and not out.exists()  # finished before: not run again
+    assert not Ledger(tmp_path / "jobs.json").done["make"]["resumed"]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text("{}")
+    (run / "latest").write_text("step-000005")  # an earlier attempt's checkpoint
+    resumed = Job("run", ("-c", "import sys; assert sys.argv[1:] == ['--resume']"), run, resumable=True)
+    assert run_job(resumed, ledger, lines.append) and Ledger(tmp_path / "jobs.json").done["run"]["resumed"]
     failing = Job("fail", ("-c", "raise SystemExit('no model')"), None)
     assert not run_job(failing, ledger, lines.append) and "no model" in lines[-1] and "fail" not in ledger.done
 
