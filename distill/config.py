@@ -80,7 +80,8 @@ class DistillConfig:
         self.out_dir = Path(self.out_dir)
         self.eval_cache = Path(self.eval_cache) if self.eval_cache is not None else None
         self.env_args = tuple(self.env_args)
-        for name in ("steps", "episodes_per_step", "max_new_tokens", "eval_tasks", "loss_chunk_size", "max_batch_tokens"):
+        positive = ("steps", "episodes_per_step", "max_new_tokens", "eval_tasks", "loss_chunk_size", "max_batch_tokens")
+        for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("eval_every", "save_every", "lora_r", "kl_top_k"):

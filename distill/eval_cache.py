@@ -72,7 +72,9 @@ class EvalCache:
         try:
             entries = json.loads(self.path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
-            raise ValueError(f"evaluation cache {self.path} is not valid JSON ({err}); delete it to start afresh") from err
+            raise ValueError(
+                f"evaluation cache {self.path} is not valid JSON ({err}); delete it to start afresh"
+            ) from err
         if not isinstance(entries, dict):
             raise ValueError(f"evaluation cache {self.path} does not hold a JSON object; delete it to start afresh")
         return entries
