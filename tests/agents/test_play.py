@@ -45,15 +45,22 @@ def test_env_args_reach_every_env_of_the_run(tiny_model_dir: str, tmp_path: Path
 
 def test_ctrl_c_keeps_every_finished_episode(tiny_model_dir: str, tmp_path: Path) -> None:
     store = tmp_path / "exp.db"
-    # Long enough (1,000 games of 32-token turns: minutes) that the signal always lands mid-run, even on a busy machine.
     args = ["--env", "sokoban", "--split", "train", "--model", tiny_model_dir, "--episodes", "1000", "--batch-size", "2",
-            "--store", str(store), "--max-new-tokens", "32"]
-    process = subprocess.Popen([sys.executable, "-m", "agents.play", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and (not store.exists() or len(stored(store)) < 3):
-        time.sleep(0.5)
-    process.send_signal(signal.SIGINT)
-    stdout, stderr = process.communicate(timeout=60)
+            "--store", str(store), "--max-new-tokens", "4"]
+    # Ctrl-C's default action, even where this suite runs in the background (a shell's `&` makes SIGINT ignored).
+    def restore_sigint() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+    process = subprocess.Popen([sys.executable, "-m", "agents.play", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, preexec_fn=restore_sigint)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and (not store.exists() or len(stored(store)) < 3):
+            time.sleep(0.5)
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
     assert process.returncode == 0, stderr
     assert "interrupted" in stdout
     kept = stored(store)
