@@ -10,7 +10,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,15 @@ class EvalCache:
             tmp = self.path.with_name(self.path.name + ".tmp")
             tmp.write_text(json.dumps(entries, indent=1), encoding="utf-8")
             tmp.replace(self.path)
+
+    def lookup(self, key: str, measure: Callable[[], EvalResults]) -> tuple[EvalResults, bool]:
+        """The results stored under ``key``, else ``measure()``'s, stored; and whether they were stored before."""
+        found = self.get(key)
+        if found is not None:
+            return found, True
+        results = measure()
+        self.put(key, results)
+        return results, False
 
     def _read(self) -> dict[str, EvalResults]:
         if not self.path.exists():

@@ -137,13 +137,10 @@ def train(
     def evaluation(step: int) -> None:
         if not is_main:
             return
-        key = evaluation_key(config, context) if cache is not None and step == 0 else None
-        results = cache.get(key) if cache is not None and key is not None else None
-        cached = results is not None
-        if results is None:
-            results = evaluate(distiller, config)
-            if cache is not None and key is not None:
-                cache.put(key, results)
+        if cache is not None and step == 0:  # the start model: the same for every run with this key
+            results, cached = cache.lookup(evaluation_key(config, context), lambda: evaluate(distiller, config))
+        else:
+            results, cached = evaluate(distiller, config), False
         record(step, {f"eval/{name}": r["rate"] for name, r in results.items()})
         log.append({"step": step, "eval_detail": results, "from_cache": cached})
         if on_eval:
