@@ -18,7 +18,7 @@ from experience_store.errors import (
     StoreTooNew,
 )
 from experience_store.records import DistillRun, KnowledgeItem, KnowledgeSet
-from experience_store.store import EpisodeGroup, ExperienceStore, StoreStats
+from experience_store.store import EpisodeGroup, ExperienceStore, StoreStats, inspect_store
 
 __all__ = [
     "DistillRun",
@@ -39,4 +39,5 @@ __all__ = [
     "StoreReadOnly",
     "StoreStats",
     "StoreTooNew",
+    "inspect_store",
 ]

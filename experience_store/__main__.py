@@ -7,6 +7,7 @@ open the store read-only. An error is one line on stderr and exit status 1 (2 fo
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -14,6 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
+from rich.control import strip_control_codes
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -32,37 +34,75 @@ from experience_store.similarity import TokenOverlap
 from experience_store.store import ExperienceStore
 
 CLI_TIMEOUT = 10.0
+MAX_TIMEOUT = 86_400.0  # seconds: a lock wait longer than a day is a mistake
+_KEEP = 2_000  # show prints a text longer than 3 * _KEEP characters as its first and last _KEEP, unless --full
 console = Console(highlight=False)
 
 
 def _when(text: str) -> float:
     """A time argument: unix seconds or an ISO date / datetime (local time unless it has an offset)."""
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if math.isfinite(seconds):
+            return seconds
     try:
         return datetime.fromisoformat(text).timestamp()
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a time: {text!r} (unix seconds, or e.g. 2026-11-26T14:00)") from None
 
 
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+def _integer(low: int, high: int) -> Callable[[str], int]:
+    """An argument type: an integer from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {text}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {text}")
+        return value
+
+    return parse
+
+
+_positive = _integer(1, 2**31 - 1)  # counts and lengths
+_round = _integer(0, 2**63 - 1)
+_seed = _integer(0, 2**32 - 1)
+
+
+def _number(text: str) -> float:
+    """A finite number."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     return value
 
 
 def _nonnegative(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
+    value = _number(text)
+    if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
+def _timeout(text: str) -> float:
+    value = _nonnegative(text)
+    if value > MAX_TIMEOUT:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_TIMEOUT:,.0f} seconds, got {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not 0 < value <= 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
     return value
@@ -155,10 +195,25 @@ def cmd_episodes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_messages(messages: list[Message]) -> None:
+def _print_text(text: str, *, full: bool, label: Text | None = None) -> None:
+    """Print a stored text after ``label``: a long one elided to its ends, unless ``full``. Rich wraps a
+    text in time quadratic in its length, so a long text printed whole is written as it is."""
+    label = label or Text()
+    if len(text) <= 3 * _KEEP:
+        console.print(label + Text(text))
+    elif full:
+        console.print(label, end="")
+        console.file.write(strip_control_codes(text) + "\n")
+    else:
+        console.print(label + Text(text[:_KEEP]))
+        console.print(Text(f"… [{len(text) - 2 * _KEEP:,} chars elided; --full to show]", style="dim"))
+        console.print(Text(text[-_KEEP:]))
+
+
+def _print_messages(messages: list[Message], *, full: bool) -> None:
     for message in messages:
         console.print(Text(f"[{message['role']}]", style="bold cyan"))
-        console.print(Text(message["content"]))
+        _print_text(message["content"], full=full)
 
 
 def cmd_show(args: argparse.Namespace) -> int:
@@ -188,12 +243,12 @@ def _print_episode(e: Episode, *, full: bool) -> None:
     if e.metadata:
         header.append(("metadata", str(e.metadata)))
     for name, value in header:
-        console.print(Text.assemble((f"{name:>10}  ", "dim"), value))
+        _print_text(value, full=full, label=Text(f"{name:>10}  ", style="dim"))
     last: Turn | None = None
     for turn in e.turns:
         console.rule(f"turn {turn.index}")
         if full or last is None:
-            _print_messages(turn.prompt_messages)
+            _print_messages(turn.prompt_messages, full=full)
         else:
             # Print only what the trace so far does not already show: a prompt usually repeats the
             # previous prompt plus the last reply and observation.
@@ -207,12 +262,13 @@ def _print_episode(e: Episode, *, full: bool) -> None:
             expected = [{"role": "assistant", "content": last.reply}, {"role": "user", "content": last.observation}]
             if shared == len(previous) and new[:2] == expected:
                 new = new[2:]
-            _print_messages(new)
+            _print_messages(new, full=full)
         console.print(Text("[reply]", style="bold magenta"))
-        console.print(Text(turn.reply))
-        console.print(Text.assemble(("action ", "bold"), repr(turn.action), ("   reward ", "bold"), f"{turn.reward:g}"))
+        _print_text(turn.reply, full=full)
+        label = Text.assemble(("reward ", "bold"), f"{turn.reward:g}", ("   action ", "bold"))
+        _print_text(repr(turn.action), full=full, label=label)
         console.print(Text("[observation]", style="bold cyan"))
-        console.print(Text(turn.observation))
+        _print_text(turn.observation, full=full)
         last = turn
 
 
@@ -300,7 +356,7 @@ def cmd_reflect(args: argparse.Namespace) -> int:
         envs.spec(args.env)  # an unknown env fails here, before anything is opened or loaded
     except KeyError as exc:
         raise ReflectError(exc.args[0]) from None
-    if not args.store.is_file():
+    if not args.store.exists():  # opening it would create it; anything else there, open refuses
         raise NotAStore(f"{args.store}: no such store; create it with python -m agents.play --store {args.store}")
     config = ReflectConfig(
         steps=args.steps, candidates=args.candidates, budget=args.budget, every=args.every, order=args.order,
@@ -400,9 +456,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     if args.check_only:
-        counts = check_jsonl(args.file)
+        counts = check_jsonl(args.file, args.store, timeout=args.timeout)
         summary = ", ".join(f"{counts[kind]:,} {kind}" for kind in RECORD_TYPES)
-        console.print(f"{args.file}: valid ({summary})", soft_wrap=True)
+        console.print(f"{args.file}: valid for import into {args.store} ({summary})", soft_wrap=True)
         return 0
     console.print(_counts_table(f"Imported {args.file}", import_jsonl(args.file, args.store, timeout=args.timeout)))
     return 0
@@ -452,9 +508,9 @@ def _reflect_arguments(parser: argparse.ArgumentParser) -> None:
     add("--test-time", action="store_true", help="the paper's test-time mode: select a random candidate, unscored")
     add("--baselines", action="store_true",
         help="also score no context and the raw traces (never selected; not with --test-time)")
-    add("--seed", type=int, default=d.seed,
+    add("--seed", type=_seed, default=d.seed,
         help="candidate k samples with seed + k; validation uses seed (default %(default)s)")
-    add("--round", type=int, default=0, help="the experiential-learning round, for provenance (default %(default)s)")
+    add("--round", type=_round, default=0, help="the experiential-learning round, for provenance (default %(default)s)")
     add("--max-new-tokens", type=_positive, default=192, help="extraction reply length cap (default %(default)s)")
     add("--temperature", type=_nonnegative, default=0.7, help="extraction sampling temperature (default %(default)s)")
     add("--eval-max-new-tokens", type=_positive, default=128, help="validation reply length cap (default %(default)s)")
@@ -471,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--store", required=True, type=Path, help="the store file, e.g. exp.db")
     common.add_argument(
-        "--timeout", type=float, default=CLI_TIMEOUT, help="seconds to wait for a lock (default %(default)s)"
+        "--timeout", type=_timeout, default=CLI_TIMEOUT, help="seconds to wait for a lock (default %(default)s)"
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
 
@@ -488,13 +544,13 @@ def build_parser() -> argparse.ArgumentParser:
     outcome.add_argument("--success", dest="success", action="store_const", const=True, help="successes only")
     outcome.add_argument("--failure", dest="success", action="store_const", const=False, help="failures only")
     episodes.add_argument("--model", help="model name as stored")
-    episodes.add_argument("--round", type=int, help="self-improvement round")
+    episodes.add_argument("--round", type=_round, help="self-improvement round")
     episodes.add_argument("--since", type=_when, help="created at or after (unix seconds or ISO time)")
     episodes.add_argument("--until", type=_when, help="created before (unix seconds or ISO time)")
-    episodes.add_argument("--limit", type=int, default=50, help="rows to show (default %(default)s)")
+    episodes.add_argument("--limit", type=_positive, default=50, help="rows to show (default %(default)s)")
     show = command("show", cmd_show, "one episode's whole trace")
     show.add_argument("episode", help="episode uuid or a unique prefix of it")
-    show.add_argument("--full", action="store_true", help="print every turn's whole prompt")
+    show.add_argument("--full", action="store_true", help="print every turn's whole prompt, and long texts whole")
     knowledge = command("knowledge", cmd_knowledge, "knowledge sets and items; with --env, the selected set's text")
     knowledge.add_argument("--env", help="env name as reflect stored it, e.g. math")
     knowledge.add_argument("--kind", choices=KNOWLEDGE_KINDS, help="item kind")
@@ -508,7 +564,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, help="output file, or - for stdout")
     import_ = command("import", cmd_import, "add the records of a JSONL file: all of them or, on a bad line, none")
     import_.add_argument("file", type=Path, help="JSONL file written by export (or by hand, same schema)")
-    import_.add_argument("--check-only", action="store_true", help="validate the file, import nothing")
+    import_.add_argument(
+        "--check-only", action="store_true", help="make every check import makes (file and store), import nothing"
+    )
     merge = command("merge", cmd_merge, "add other stores' records, de-duplicated by uuid (idempotent)")
     merge.add_argument("sources", nargs="+", type=Path, help="store files to merge in (opened read-only)")
     command("check", cmd_check, "verify integrity and the store's invariants")

@@ -26,7 +26,7 @@ class StoreTooNew(StoreError):
 
 
 class StoreReadOnly(StoreError):
-    """A write was attempted on a store opened read-only."""
+    """The store cannot be written: it was opened read-only, or its file or folder is not writable."""
 
 
 class DuplicateRecord(StoreError):

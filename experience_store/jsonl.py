@@ -33,17 +33,24 @@ same file or already in the store::
     created_at: float, finished_at: float | null
     (a metric value that is not finite is the string "NaN", "Infinity" or "-Infinity")
 
-Import checks every line before it writes anything, then adds all records in one transaction: a bad
-line is reported as ``file:line: problem`` and nothing is imported. A knowledge set marked selected
-stays selected only if the store has no selected set for that env yet (the store's choice is kept).
+Text must be valid Unicode (no lone surrogate such as ``"\\ud800"``); ``metadata``, ``config`` and
+``evaluation`` are JSON objects without NaN or infinities, nested at most 100 levels deep.
+
+Import checks every line, and the store it imports into, before it writes anything, then adds all
+records in one transaction: a bad line is reported as ``file:line: problem`` and nothing is imported (a
+store the import was to create is removed again). ``check_jsonl`` makes the same checks, writing nothing.
+A knowledge set marked selected stays selected only if the store has no selected set for that env yet
+(the store's choice is kept).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
 import os
+import reprlib
 import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -54,7 +61,7 @@ from typing import Any, TextIO
 from agents.records import Episode, Turn
 from experience_store.errors import InvalidRecord, StoreError
 from experience_store.records import DistillRun, KnowledgeItem, KnowledgeSet, validate_episode
-from experience_store.store import DEFAULT_TIMEOUT, ExperienceStore
+from experience_store.store import DEFAULT_TIMEOUT, ExperienceStore, inspect_store
 
 RECORD_TYPES: tuple[str, ...] = ("episode", "knowledge_item", "knowledge_set", "run")
 _BATCH = 500  # episodes per insert while importing or merging
@@ -135,7 +142,7 @@ def from_json(data: Any, *, validate: bool = True) -> tuple[Record, list[str]]:
         cls = KnowledgeItem if kind == "knowledge_item" else DistillRun
         return cls(**_arguments(cls, values, kind)), item_uuids
     except ValueError as exc:
-        raise ValueError(f"{kind} {values['uuid']!r}: {exc}") from None
+        raise ValueError(f"{kind} {reprlib.repr(values['uuid'])}: {exc}") from None
 
 
 def _metric_points(points: Any) -> Any:
@@ -182,9 +189,12 @@ def _lines(path: Path) -> Iterator[tuple[int, Any]]:
             if not text.strip():
                 continue
             try:
-                yield number, json.loads(text)
+                data = json.loads(text)
             except ValueError as exc:
                 raise InvalidRecord(f"not valid JSON ({exc})", source=path, line=number) from None
+            except RecursionError:
+                raise InvalidRecord("JSON nested too deeply", source=path, line=number) from None
+            yield number, data
 
 
 def _records(path: Path, *, validate: bool = True) -> Iterator[tuple[int, Record, list[str]]]:
@@ -239,25 +249,53 @@ def export_jsonl(
 class _Checked:
     """What a first pass over a JSONL file found: counts, and the (few) knowledge records it holds."""
 
-    counts: Counter[str]
-    items: dict[str, KnowledgeItem]
-    sets: list[tuple[int, KnowledgeSet, list[str]]]  # (line, set without items, item uuids)
+    counts: Counter[str] = field(default_factory=Counter)
+    items: dict[str, KnowledgeItem] = field(default_factory=dict)  # the file's
+    sets: list[tuple[int, KnowledgeSet, list[str]]] = field(default_factory=list)  # (line, set, item uuids)
+    stored: dict[str, KnowledgeItem] = field(default_factory=dict)  # the store's, if sets need them
 
 
-def check_jsonl(path: PathLike) -> Counter[str]:
-    """Validate every line of a JSONL file without importing it; return counts per record type."""
-    return _check(Path(path)).counts
+def check_jsonl(
+    path: PathLike, store_path: PathLike | None = None, *, timeout: float = DEFAULT_TIMEOUT
+) -> Counter[str]:
+    """Check a JSONL file as ``import_jsonl(path, store_path)`` does, writing nothing: it raises the same
+    errors (with no ``store_path``, as for a new store). Return counts per record type."""
+    return _check(Path(path), None if store_path is None else Path(store_path), timeout).counts
 
 
-def _check(path: Path) -> _Checked:
-    checked = _Checked(Counter(), {}, [])
+def _check(path: Path, store_path: Path | None, timeout: float) -> _Checked:
+    """Every check an import makes before it writes: each line, the store file (as opening it to write
+    checks it), and that every set's items are in the file or the store."""
+    checked = _Checked()
     for number, record, item_uuids in _records(path):
         if isinstance(record, KnowledgeItem):
             checked.items.setdefault(record.uuid, record)
         elif isinstance(record, KnowledgeSet):
             checked.sets.append((number, record, item_uuids))
         checked.counts[record_type(record)] += 1
+    version = 0 if store_path is None else inspect_store(store_path, timeout=timeout)  # 0: a new store
+    unresolved = [(n, uuid) for n, _, uuids in checked.sets for uuid in uuids if uuid not in checked.items]
+    if unresolved and store_path is not None and version:
+        with ExperienceStore.open(store_path, readonly=True, timeout=timeout) as store:
+            checked.stored = {item.uuid: item for item in store.knowledge_items()}
+    for number, uuid in unresolved:
+        if uuid not in checked.stored:
+            raise InvalidRecord(f"knowledge set refers to unknown knowledge item {uuid!r}", source=path, line=number)
     return checked
+
+
+@contextlib.contextmanager
+def _removed_on_failure(path: Path) -> Iterator[None]:
+    """If ``path`` does not exist yet and the block fails, delete the store it created there (and SQLite's
+    ``-wal`` and ``-shm`` files beside it): a failed import or merge leaves no empty store behind."""
+    new = not path.exists()
+    try:
+        yield
+    except BaseException:
+        if new:
+            for suffix in ("", "-wal", "-shm"):
+                path.with_name(path.name + suffix).unlink(missing_ok=True)
+        raise
 
 
 def import_jsonl(
@@ -265,22 +303,14 @@ def import_jsonl(
 ) -> TransferCounts:
     """Import a JSONL file into the store at ``store_path`` (created if missing): all records or none.
 
-    The whole file is validated before the store is opened; a bad line raises ``InvalidRecord`` with
-    its line number. Records whose uuid is already stored are skipped.
+    The file and the store are checked (``check_jsonl``) before the store is opened; a bad line raises
+    ``InvalidRecord`` with its line number. Records whose uuid is already stored are skipped.
     """
-    path = Path(source)
-    checked = _check(path)
+    path, store_path = Path(source), Path(store_path)
+    checked = _check(path, store_path, timeout)
     counts = TransferCounts()
-    unresolved = [(n, uuid) for n, _, uuids in checked.sets for uuid in uuids if uuid not in checked.items]
-    if unresolved and not Path(store_path).exists():
-        _unknown_item(path, *unresolved[0])
-    with ExperienceStore.open(store_path, timeout=timeout) as store:
-        known = checked.items
-        if unresolved:
-            known = {item.uuid: item for item in store.knowledge_items()} | known
-            for number, uuid in unresolved:
-                if uuid not in known:
-                    _unknown_item(path, number, uuid)
+    known = checked.stored | checked.items
+    with _removed_on_failure(store_path), ExperienceStore.open(store_path, timeout=timeout) as store:
         with store.transaction():
             batch: list[Episode] = []
             for _, record, _ in _records(path, validate=False):  # checked above; add_episodes checks again
@@ -316,7 +346,11 @@ def merge_stores(
             sources.append(source)
             if target_path.exists() and target_path.samefile(source.path):
                 raise StoreError(f"{source.path} is the target store itself")
-        with ExperienceStore.open(target_path, timeout=timeout) as target, target.transaction():
+        with (
+            _removed_on_failure(target_path),
+            ExperienceStore.open(target_path, timeout=timeout) as target,
+            target.transaction(),
+        ):
             for source in sources:
                 with source.snapshot():
                     batch: list[Episode] = []
@@ -337,10 +371,6 @@ def merge_stores(
         for source in sources:
             source.close()
     return counts
-
-
-def _unknown_item(path: Path, line: int, uuid: str) -> None:
-    raise InvalidRecord(f"knowledge set refers to unknown knowledge item {uuid!r}", source=path, line=line)
 
 
 def _add_episodes(store: ExperienceStore, batch: list[Episode], counts: TransferCounts) -> None:

@@ -7,8 +7,10 @@ Every record has a ``uuid`` (its identity across stores) and ``created_at`` (uni
 
 from __future__ import annotations
 
+import json
 import math
 import numbers
+import reprlib
 import time
 import uuid
 from collections.abc import Callable
@@ -21,6 +23,7 @@ KnowledgeKind = Literal["experience", "system_prompt", "raw_trace"]
 KNOWLEDGE_KINDS: tuple[str, ...] = get_args(KnowledgeKind)
 RunStatus = Literal["running", "completed", "failed", "cancelled"]
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)
+MAX_JSON_DEPTH = 100  # nesting levels a free-form field (metadata, config, evaluation) may have
 
 
 def _new_uuid() -> str:
@@ -49,7 +52,7 @@ class KnowledgeItem:
                 ("model", self.model, _is_text),
                 ("round", self.round, _is_int),
                 ("source_episodes", self.source_episodes, _list_of(_is_text)),
-                ("metadata", self.metadata, _is_dict),
+                ("metadata", self.metadata, _is_json_object),
                 ("uuid", self.uuid, _is_uuid),
                 ("created_at", self.created_at, _is_number),
             ]
@@ -82,7 +85,7 @@ class KnowledgeSet:
                 ("validation_score", self.validation_score, _optional(_is_number)),
                 ("validation_n", self.validation_n, _optional(_is_int)),
                 ("selected", self.selected, _is_bool),
-                ("metadata", self.metadata, _is_dict),
+                ("metadata", self.metadata, _is_json_object),
                 ("uuid", self.uuid, _is_uuid),
                 ("created_at", self.created_at, _is_number),
             ]
@@ -111,9 +114,9 @@ class DistillRun:
     def __post_init__(self) -> None:
         _check(
             [
-                ("config", self.config, _is_dict),
+                ("config", self.config, _is_json_object),
                 ("checkpoint_path", self.checkpoint_path, _optional(_is_text)),
-                ("evaluation", self.evaluation, _is_dict),
+                ("evaluation", self.evaluation, _is_json_object),
                 ("metrics", self.metrics, _is_dict),
                 ("uuid", self.uuid, _is_uuid),
                 ("created_at", self.created_at, _is_number),
@@ -123,13 +126,15 @@ class DistillRun:
         if self.status not in RUN_STATUSES:
             raise ValueError(f"status must be one of {', '.join(RUN_STATUSES)}, got {self.status!r}")
         for name, points in self.metrics.items():
-            if not isinstance(name, str) or not isinstance(points, list):
-                raise ValueError("metrics must map names to lists of (step, value)")
+            if not (isinstance(name, str) and is_valid_unicode(name) and isinstance(points, list)):
+                raise ValueError(f"metrics must map names (valid Unicode) to (step, value) lists, got {_short(name)}")
+            where = f"metrics[{_short(name)}]"
             for point in points:
                 if not (isinstance(point, (list, tuple)) and len(point) == 2):
-                    raise ValueError(f"metrics[{name!r}] must hold (step, value) pairs, got {point!r}")
-                where = f"metrics[{name!r}]"
+                    raise ValueError(f"{where} must hold (step, value) pairs, got {_short(point)}")
                 _check([(f"{where} step", point[0], _is_int), (f"{where} value", point[1], _is_float)])
+            if len({step for step, _ in points}) != len(points):
+                raise ValueError(f"{where} holds the same step twice")
         self.metrics = {name: [(step, value) for step, value in points] for name, points in self.metrics.items()}
 
 
@@ -150,7 +155,7 @@ def validate_episode(episode: Episode) -> None:
             ("round", episode.round, _is_int),
             ("seed", episode.seed, _optional(_is_int)),
             ("wall_time_s", episode.wall_time_s, _is_number),
-            ("metadata", episode.metadata, _is_dict),
+            ("metadata", episode.metadata, _is_json_object),
             ("created_at", episode.created_at, _is_number),
         ]
     )
@@ -180,6 +185,50 @@ def validate_episode(episode: Episode) -> None:
         previous, previous_prompt = turn.index, prompt
 
 
+def is_valid_unicode(text: str) -> bool:
+    """Whether ``text`` can be stored: UTF-8 encodes it, i.e. it holds no lone surrogate such as ``\\ud800``."""
+    if text.isascii():  # constant time in CPython
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def json_text(value: Any) -> str:
+    """``value`` as the compact JSON text the store keeps it as; ``ValueError`` (saying what is wrong) for a
+    value that cannot be kept and read back: not JSON, NaN or infinite, a lone surrogate, nested too deeply."""
+    too_deep = f"is nested deeper than {MAX_JSON_DEPTH} levels"
+    try:
+        text = json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"is not JSON-serialisable ({exc})") from None
+    except RecursionError:
+        raise ValueError(too_deep) from None
+    # Fewer brackets than the limit cannot nest past it: walk the value only when there are more.
+    if text.count("[") + text.count("{") > MAX_JSON_DEPTH and _too_deep(value):
+        raise ValueError(too_deep)
+    if not is_valid_unicode(text):
+        raise ValueError(_NOT_UNICODE)
+    return text
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether lists and dicts nest more than ``MAX_JSON_DEPTH`` levels deep in ``value`` (no recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            value = value.values()
+        elif not isinstance(value, (list, tuple)):
+            continue
+        if depth > MAX_JSON_DEPTH:
+            return True
+        stack.extend((child, depth + 1) for child in value)
+    return False
+
+
 def shared_prefix(previous: list[Message], current: list[Message]) -> int:
     """How many leading messages ``current`` shares with ``previous``."""
     n = 0
@@ -192,6 +241,9 @@ def shared_prefix(previous: list[Message], current: list[Message]) -> int:
 
 # Field checks: each returns what is wrong with a value, or None when it is fine.
 Checker = Callable[[Any], str | None]
+_NOT_UNICODE = "is not valid Unicode (it holds a lone surrogate)"
+_REPR = reprlib.Repr()  # bounded: a value in an error message may be huge or deeply nested
+_REPR.maxstring = _REPR.maxother = 60
 
 
 def _check(fields: list[tuple[str, Any, Checker]], where: str = "") -> None:
@@ -202,12 +254,14 @@ def _check(fields: list[tuple[str, Any, Checker]], where: str = "") -> None:
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    text = _REPR.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _is_text(value: Any) -> str | None:
-    return None if isinstance(value, str) else "must be a string"
+    if not isinstance(value, str):
+        return "must be a string"
+    return None if is_valid_unicode(value) else _NOT_UNICODE
 
 
 def _is_bool(value: Any) -> str | None:
@@ -238,6 +292,17 @@ def _is_dict(value: Any) -> str | None:
     return None if isinstance(value, dict) else "must be an object (dict)"
 
 
+def _is_json_object(value: Any) -> str | None:
+    """A dict the store can keep as JSON text (see ``json_text``)."""
+    if not isinstance(value, dict):
+        return "must be an object (dict)"
+    try:
+        json_text(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _is_uuid(value: Any) -> str | None:
     return None if isinstance(value, str) and 0 < len(value) <= 64 and value.isprintable() else "must be a short id"
 
@@ -251,6 +316,8 @@ def _messages(value: Any) -> str | None:
         for key, text in message.items():
             if not (isinstance(key, str) and isinstance(text, str)):
                 return "must be messages of strings"
+            if not (is_valid_unicode(key) and is_valid_unicode(text)):
+                return _NOT_UNICODE
     return None
 
 

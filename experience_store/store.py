@@ -6,8 +6,9 @@
 
 Durability: WAL journal with ``synchronous=FULL`` (once a write call returns, its records survive a
 killed process or a power cut), writes under ``BEGIN IMMEDIATE`` with a busy timeout, foreign keys on.
-Opening inspects the file read-only first: a file that is not a store, is damaged, or was written by a
-newer version is refused before anything is written to it.
+Opening inspects the file read-only first: a file that is not a store, is damaged, was written by a
+newer version, or (to write) is in a file or folder this process cannot write is refused before anything
+is written to it. A read-only open never writes the store file.
 """
 
 from __future__ import annotations
@@ -50,6 +51,8 @@ from experience_store.records import (
     KnowledgeKind,
     KnowledgeSet,
     RunStatus,
+    is_valid_unicode,
+    json_text,
     shared_prefix,
     validate_episode,
 )
@@ -118,6 +121,9 @@ def _translate(exc: sqlite3.Error, path: Path, timeout: float) -> StoreError:
     message = str(exc)
     if name.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "database is locked" in message:
         return StoreLocked(f"{path} is locked by another process (waited {timeout:g} s for it)")
+    if name in ("SQLITE_CANTOPEN", "SQLITE_READONLY_DIRECTORY") and not os.access(path.parent, os.W_OK):
+        # e.g. a -wal file (which may hold committed records) but no -shm, in a folder this process cannot write
+        return StoreError(f"{path} cannot be opened: SQLite must create its -wal or -shm file in a read-only folder")
     if name.startswith("SQLITE_READONLY") or "readonly database" in message:
         return StoreReadOnly(f"{path} cannot be written: {message}")
     if name.startswith(("SQLITE_CORRUPT", "SQLITE_NOTADB")) or "malformed" in message or "not a database" in message:
@@ -134,19 +140,39 @@ def _translated(method: F) -> F:
             return method(self, *args, **kwargs)
         except sqlite3.Error as exc:
             raise _translate(exc, self.path, self.timeout) from exc
+        except UnicodeEncodeError as exc:
+            raise _unencodable(exc, self.path) from None
 
     return wrapper  # type: ignore[return-value]
 
 
+def _unencodable(exc: UnicodeEncodeError, path: Path) -> StoreError:
+    """The error for text SQLite cannot take: records are validated, so this is a looked-up value (an id,
+    an env name from a command line with bytes that are not UTF-8)."""
+    return StoreError(f"{path}: {exc.object[exc.start : exc.end]!r} is not valid Unicode (a lone surrogate)")
+
+
+def _beside(path: Path, suffix: str) -> Path:
+    """One of SQLite's files beside the store: ``-wal`` or ``-shm``."""
+    return path.with_name(path.name + suffix)
+
+
 def _ro_uri(path: Path) -> str:
-    return path.absolute().as_uri() + "?mode=ro"
+    """The URI that opens ``path`` read-only.
+
+    Reading a WAL store needs its ``-wal`` and ``-shm`` files, which SQLite creates if missing. In a folder
+    this process cannot write, with no ``-wal`` there, it cannot; but then no writer is running (a writer
+    would have created it) and every record is in the file, so the file is opened as immutable.
+    """
+    uri = path.absolute().as_uri() + "?mode=ro"
+    return uri if _beside(path, "-wal").exists() or os.access(path.parent, os.W_OK) else uri + "&immutable=1"
 
 
 def _json(value: Any, what: str) -> str:
     try:
-        return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise InvalidRecord(f"{what} is not JSON-serialisable: {exc}") from None
+        return json_text(value)
+    except ValueError as exc:
+        raise InvalidRecord(f"{what} {exc}") from None
 
 
 def _finite(value: Any) -> bool:
@@ -224,7 +250,7 @@ def _check_header(path: Path, header: bytes) -> None:
         raise StoreCorrupt(f"{path} is corrupt: invalid page size {page_size} in the header")
     pages = int.from_bytes(header[28:32], "big")
     size_valid = header[24:28] == header[92:96]  # the header's page count is current (SQLite file format)
-    wal = path.with_name(path.name + "-wal")
+    wal = _beside(path, "-wal")
     wal_bytes = wal.stat().st_size if wal.exists() else 0
     size = path.stat().st_size
     # With frames in the WAL the file may legitimately lag (a checkpoint was interrupted); recovery fixes it.
@@ -246,14 +272,22 @@ def _check_identity(path: Path, version: int, application_id: int, tables: int, 
         raise StoreError(f"{path} has schema version {version}: open it read-write once to upgrade it")
 
 
-def _inspect(path: Path, *, readonly: bool, timeout: float) -> int:
-    """Validate ``path`` without writing to it; return its schema version (0: a new or empty file)."""
+def inspect_store(
+    path: str | os.PathLike[str], *, readonly: bool = False, timeout: float = DEFAULT_TIMEOUT
+) -> int:
+    """Raise what ``ExperienceStore.open(path, readonly=readonly)`` raises before it writes, writing nothing
+    (e.g. to check a store before a long job that ends by writing to it); return the store's schema version
+    (0: a new or empty file)."""
+    path = Path(path)
     if not path.exists():
         if readonly:
             raise NotAStore(f"{path}: no such store")
         if not path.parent.is_dir():
             raise NotAStore(f"{path}: folder {path.parent} does not exist")
+        _check_writable(path)
         return 0
+    if path.is_dir():
+        raise NotAStore(f"{path} is a directory, not a file")
     if not path.is_file():
         raise NotAStore(f"{path} is not a file")
     try:
@@ -264,6 +298,7 @@ def _inspect(path: Path, *, readonly: bool, timeout: float) -> int:
     if not header:
         if readonly:
             raise NotAStore(f"{path} is an empty file, not an experience store")
+        _check_writable(path)
         return 0
     if not header.startswith(_SQLITE_MAGIC):
         raise NotAStore(f"{path} is not an experience store (not an SQLite database)")
@@ -281,7 +316,19 @@ def _inspect(path: Path, *, readonly: bool, timeout: float) -> int:
     except sqlite3.Error as exc:
         raise _translate(exc, path, timeout) from exc
     _check_identity(path, version, application_id, tables, readonly=readonly)
+    if not readonly:
+        _check_writable(path)
     return version
+
+
+def _check_writable(path: Path) -> None:
+    """Refuse to write a store whose file or folder this process cannot write (SQLite writes its ``-wal``
+    and ``-shm`` files beside the store)."""
+    if path.exists() and not os.access(path, os.W_OK):
+        raise StoreReadOnly(f"{path} cannot be written: no write permission on the file")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        verb = "written" if path.exists() else "created"
+        raise StoreReadOnly(f"{path} cannot be {verb}: no write permission on its folder {path.absolute().parent}")
 
 
 class ExperienceStore:
@@ -307,10 +354,11 @@ class ExperienceStore:
         """Open the store at ``path``, creating it if missing (unless ``readonly``).
 
         ``timeout``: seconds to wait for another process's write lock before ``StoreLocked``. Raises
-        ``NotAStore``, ``StoreCorrupt``, ``StoreTooNew`` without writing to the file.
+        ``NotAStore``, ``StoreCorrupt``, ``StoreTooNew`` and, unless ``readonly``, ``StoreReadOnly`` (the file
+        or its folder is not writable) at once, without writing to the file.
         """
         path = Path(path)
-        version = _inspect(path, readonly=readonly, timeout=timeout)
+        version = inspect_store(path, readonly=readonly, timeout=timeout)
         try:
             target = _ro_uri(path) if readonly else str(path)
             conn = sqlite3.connect(target, uri=readonly, timeout=timeout, isolation_level=None)
@@ -472,13 +520,8 @@ class ExperienceStore:
                 episode_rows.append((next_id, *row))
                 turn_rows.extend((next_id, *turn) for turn in turns)
                 next_id += 1
-            try:
-                self._conn.executemany(
-                    f"INSERT INTO episodes ({_EPISODE_COLUMNS}) VALUES ({_marks(17)})", episode_rows
-                )
-                self._conn.executemany(f"INSERT INTO turns ({_TURN_COLUMNS}) VALUES ({_marks(11)})", turn_rows)
-            except UnicodeEncodeError as exc:
-                raise InvalidRecord(f"an episode holds text that is not valid Unicode: {exc.reason}") from None
+            self._conn.executemany(f"INSERT INTO episodes ({_EPISODE_COLUMNS}) VALUES ({_marks(17)})", episode_rows)
+            self._conn.executemany(f"INSERT INTO turns ({_TURN_COLUMNS}) VALUES ({_marks(11)})", turn_rows)
         return len(episode_rows)
 
     def episodes(
@@ -562,6 +605,8 @@ class ExperienceStore:
                     remaining -= len(rows)
         except sqlite3.Error as exc:
             raise _translate(exc, self.path, self.timeout) from exc
+        except UnicodeEncodeError as exc:
+            raise _unencodable(exc, self.path) from None
 
     def _load_episodes(self, rows: list[tuple[Any, ...]]) -> list[Episode]:
         turns: dict[int, list[Turn]] = defaultdict(list)
@@ -642,7 +687,7 @@ class ExperienceStore:
         def count(table: str) -> int:
             return self._conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
 
-        wal = self.path.with_name(self.path.name + "-wal")
+        wal = _beside(self.path, "-wal")
         return StoreStats(
             path=self.path,
             schema_version=self._pragma("user_version"),
@@ -851,7 +896,10 @@ class ExperienceStore:
 
     def create_run(self, config: dict[str, Any]) -> str:
         """Start recording a run with status "running"; return its id (a uuid)."""
-        run = DistillRun(config=config)
+        try:
+            run = DistillRun(config=config)
+        except ValueError as exc:
+            raise InvalidRecord(f"DistillRun: {exc}") from None
         self.add_run(run)
         return run.uuid
 
@@ -886,10 +934,12 @@ class ExperienceStore:
         NaN and infinities are kept: a diverging loss is worth recording, not a reason to stop a run.
         """
         self._require_writable()
-        if not isinstance(step, int) or isinstance(step, bool):
-            raise InvalidRecord(f"step must be an integer, got {step!r}")
+        if not isinstance(step, int) or isinstance(step, bool) or not -(2**63) <= step < 2**63:
+            raise InvalidRecord(f"step must be a 64-bit integer, got {step!r}")
         for name, value in metrics.items():
-            if not isinstance(name, str) or not _real(value):
+            if not (isinstance(name, str) and is_valid_unicode(name)):
+                raise InvalidRecord(f"metric name {name!r} must be a string of valid Unicode")
+            if not _real(value):
                 raise InvalidRecord(f"metric {name!r} must be a number, got {value!r}")
         with self.transaction():
             row_id = self._id("runs", run_id, RunNotFound, "run")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import sqlite3
 import types
 from datetime import datetime, timezone
@@ -16,6 +17,7 @@ from store_helpers import digest, make_batch, make_episode
 
 from agents.records import Episode, Turn
 from experience_store import (
+    DistillRun,
     DuplicateRecord,
     EpisodeNotFound,
     ExperienceStore,
@@ -320,6 +322,53 @@ def test_stats(populated: Path) -> None:
     math_train = groups["opcd/Math-v0", "train", "tiny-model"]
     assert (math_train.episodes, math_train.successes, math_train.mean_turns) == (12, 4, 3.0)
     assert math_train.success_rate == pytest.approx(4 / 12)
+
+
+def _nested(levels: int) -> dict:
+    value: dict = {}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: KnowledgeItem("a\ud800"), "text is not valid Unicode"),
+        (lambda: KnowledgeItem("t", source_episodes=["\udfff"]), "source_episodes is not valid Unicode"),
+        (lambda: KnowledgeItem("t", metadata={"x": math.nan}), "metadata is not JSON-serialisable"),
+        (lambda: KnowledgeItem("t", metadata=_nested(101)), "metadata is nested deeper than 100 levels"),
+        (lambda: KnowledgeSet("\ud800", [], token_count=1), "env_id is not valid Unicode"),
+        (lambda: DistillRun({"x": "\ud800"}), "config is not valid Unicode"),
+        (lambda: DistillRun(_nested(5000)), "config is nested deeper than 100 levels"),
+        (lambda: DistillRun({}, evaluation={"x": math.inf}), "evaluation is not JSON-serialisable"),
+        (lambda: DistillRun({}, metrics={"\ud800": [(0, 1.0)]}), "names (valid Unicode)"),
+        (lambda: DistillRun({}, metrics={"loss": [(1, 1.0), (1, 0.5)]}), "holds the same step twice"),
+    ],
+)
+def test_records_refuse_what_the_store_cannot_keep(make, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        make()
+
+
+def test_store_methods_refuse_text_that_is_not_unicode(store_path: Path) -> None:
+    deep = KnowledgeItem("t", metadata=_nested(100))
+    with ExperienceStore.open(store_path) as store:
+        store.add_knowledge_items([deep])
+        assert store.knowledge_items() == [deep]  # 100 levels are fine
+        with pytest.raises(InvalidRecord, match="config is not JSON-serialisable"):
+            store.create_run({"lr": math.nan})
+        run_id = store.create_run({})
+        with pytest.raises(InvalidRecord, match="metric name '\\\\ud800'"):
+            store.log_run_metrics(run_id, 0, {"\ud800": 1.0})
+        with pytest.raises(InvalidRecord, match="64-bit"):
+            store.log_run_metrics(run_id, 2**64, {"loss": 1.0})
+        with pytest.raises(InvalidRecord, match="evaluation is not valid Unicode"):
+            store.finish_run(run_id, "completed", evaluation={"x": "\ud800"})
+        for lookup in (lambda: list(store.episodes(env="\udcff")), lambda: store.episode("\udcff")):
+            with pytest.raises(StoreError, match="is not valid Unicode"):
+                lookup()
+        assert store.run(run_id).status == "running" and store.check() == []
 
 
 def test_read_only_store_refuses_writes_and_missing_files(populated: Path, tmp_path: Path) -> None:

@@ -13,7 +13,8 @@ import pytest
 from store_helpers import digest, make_batch
 
 from experience_store import ExperienceStore, schema
-from experience_store.jsonl import to_json
+from experience_store.__main__ import main
+from experience_store.jsonl import export_jsonl, to_json
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -151,3 +152,84 @@ def test_locked_store(populated: Path, tmp_path: Path) -> None:
         assert cli("stats", "--store", populated).returncode == 0  # readers still read
     finally:
         holder.close()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["episodes", "--limit", "-1"],
+        ["episodes", "--limit", "0"],
+        ["episodes", "--limit", "ten"],
+        ["episodes", "--round", "-1"],
+        ["episodes", "--round", str(2**64)],
+        ["episodes", "--since", "nan"],
+        ["stats", "--timeout", "-1"],
+        ["stats", "--timeout", "nan"],
+        ["stats", "--timeout", "inf"],
+        ["reflect", "--env", "math", "--temperature", "inf"],
+        ["reflect", "--env", "math", "--similarity", "nan"],
+        ["reflect", "--env", "math", "--seed", "-1"],
+        ["reflect", "--env", "math", "--max-new-tokens", str(2**40)],
+    ],
+)
+def test_numeric_flags_are_checked_for_range_and_finiteness(
+    populated: Path, args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = digest(populated)
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--store", str(populated)])
+    assert exited.value.code == 2
+    assert f"error: argument {args[-2]}: " in capsys.readouterr().err.splitlines()[-1]
+    assert digest(populated) == before
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["stats"], ["episodes"], ["show", "abc"], ["knowledge"], ["runs"], ["check"], ["export", "--out", "-"],
+        ["import", "DUMP"], ["import", "DUMP", "--check-only"], ["merge", "SOURCE"], ["reflect", "--env", "math"],
+    ],
+)  # fmt: skip
+def test_a_directory_given_as_the_store_is_not_a_file(
+    populated: Path, tmp_path: Path, command: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "somedir.db"
+    folder.mkdir()
+    dump = tmp_path / "dump.jsonl"
+    export_jsonl(populated, dump)
+    args = [str({"DUMP": dump, "SOURCE": populated}.get(arg, arg)) for arg in command]
+    assert main([*args, "--store", str(folder)]) == 1
+    assert capsys.readouterr().err.splitlines() == [f"error: {folder} is a directory, not a file"]
+    assert list(folder.iterdir()) == []
+
+
+UNDECODABLE = "\udcff"  # what Python makes of a command-line byte that is not UTF-8 ($'\\xff')
+
+
+@pytest.mark.parametrize(
+    "args", [["episodes", "--env", UNDECODABLE], ["show", UNDECODABLE], ["knowledge", "--env", UNDECODABLE]]
+)
+def test_arguments_that_are_not_unicode_are_an_error(
+    populated: Path, args: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([*args, "--store", str(populated)]) == 1
+    error = capsys.readouterr().err.splitlines()
+    assert len(error) == 1 and "'\\udcff' is not valid Unicode" in error[0]
+
+
+def test_show_elides_long_texts_unless_full(store_path: Path) -> None:
+    episode = make_batch("long", 1, turns=2)[0]
+    episode.turns[0].reply = "begin " + "x" * 2_000_000 + " end"
+    episode.turns[1].observation = "line\n" * 100_000
+    with ExperienceStore.open(store_path) as store:
+        store.add_episodes([episode])
+    shown = cli("show", episode.uuid, "--store", store_path)
+    assert shown.returncode == 0, shown.stderr
+    assert len(shown.stdout) < 50_000
+    assert "begin" in shown.stdout and "x end" in shown.stdout
+    assert "[1,996,010 chars elided; --full to show]" in shown.stdout
+    assert "[496,000 chars elided; --full to show]" in shown.stdout
+    full = cli("show", episode.uuid, "--store", store_path, "--full")
+    assert full.returncode == 0, full.stderr
+    assert episode.turns[0].reply in full.stdout and episode.turns[1].observation in full.stdout
+    assert "elided" not in full.stdout

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import io
 import json
+import resource
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from store_helpers import digest, make_batch, make_episode
 
 from experience_store import ExperienceStore, InvalidRecord, KnowledgeItem, KnowledgeSet, NotAStore, StoreError
+from experience_store.__main__ import main
 from experience_store.jsonl import (
     RECORD_TYPES,
     check_jsonl,
@@ -107,6 +113,9 @@ def test_sets_may_refer_to_items_already_in_the_store(populated: Path, tmp_path:
     _, items, _, _ = _everything(populated)
     new_set = KnowledgeSet("opcd/Math-v0", [items[1]], token_count=6, selected=True)
     source = _write(tmp_path / "in.jsonl", [to_json(new_set)])
+    assert check_jsonl(source, populated)["knowledge_set"] == 1
+    with pytest.raises(InvalidRecord, match="unknown knowledge item"):
+        check_jsonl(source)  # into a new store
     assert import_jsonl(source, populated).added["knowledge_set"] == 1
     with ExperienceStore.open(populated, readonly=True) as store:
         assert store.knowledge_set(new_set.uuid).items == [items[1]]
@@ -162,3 +171,118 @@ def test_export_never_leaves_a_half_written_file(tmp_path: Path) -> None:
         export_jsonl(tmp_path / "missing.db", out)
     assert out.read_text() == "previous export\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dump.jsonl"]
+
+
+def _episode(change: Callable[[dict], object]) -> dict:
+    record = to_json(make_episode("bad", 0))
+    change(record)
+    return record
+
+
+def _nested(levels: int) -> dict:
+    value: dict = {}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+# Lines import must refuse (json.dumps writes "\\ud800" as the JSON escape), with what the error says.
+BAD_LINES = {
+    "surrogate in an item's text": ({"type": "knowledge_item", "uuid": "k", "text": "a\ud800"}, "text is not valid"),
+    "surrogate in an item's sources": (
+        {"type": "knowledge_item", "uuid": "k", "text": "t", "source_episodes": ["\ud800"]},
+        "source_episodes is not valid Unicode",
+    ),
+    "surrogate in a metadata key": (
+        {"type": "knowledge_item", "uuid": "k", "text": "t", "metadata": {"\ud800": 1}},
+        "metadata is not valid Unicode",
+    ),
+    "surrogate in a run config": ({"type": "run", "uuid": "r", "config": {"x": "\ud800"}}, "config is not valid"),
+    "surrogate in a metric name": (
+        {"type": "run", "uuid": "r", "config": {}, "metrics": {"\ud800": [[0, 1.0]]}},
+        "metrics must map names (valid Unicode)",
+    ),
+    "surrogate in a set's env id": (
+        {"type": "knowledge_set", "uuid": "s", "env_id": "\ud800", "token_count": 1, "items": []},
+        "env_id is not valid Unicode",
+    ),
+    "surrogate in a reply": (
+        _episode(lambda e: e["turns"][1].update(reply="\ud800")),
+        "turns[1].reply is not valid Unicode",
+    ),
+    "surrogate in a prompt": (
+        _episode(lambda e: e["turns"][0]["prompt_messages"][1].update(content="\udfff")),
+        "turns[0].prompt_messages is not valid Unicode",
+    ),
+    "JSON 5,000 deep": ('{"type": "run", "uuid": "r", "config": ' + '{"a": ' * 5000 + "1" + "}" * 5001, "nested too"),
+    "a config 101 levels deep": ({"type": "run", "uuid": "r", "config": _nested(101)}, "nested deeper than 100"),
+    "NaN in an item's metadata": (
+        '{"type": "knowledge_item", "uuid": "k", "text": "t", "metadata": {"x": NaN}}',
+        "metadata is not JSON-serialisable",
+    ),
+    "NaN in an episode's metadata": (
+        json.dumps(_episode(lambda e: e["metadata"].update(x=float("nan")))),
+        "metadata is not JSON-serialisable",
+    ),
+    "infinity in an evaluation": (
+        '{"type": "run", "uuid": "r", "config": {}, "evaluation": {"x": -Infinity}}',
+        "evaluation is not JSON-serialisable",
+    ),
+    "a set naming an unknown item": (
+        {"type": "knowledge_set", "uuid": "s", "env_id": "e", "token_count": 1, "items": ["ghost"]},
+        "unknown knowledge item 'ghost'",
+    ),
+    "a metric logged twice at one step": (
+        {"type": "run", "uuid": "r", "config": {}, "metrics": {"loss": [[0, 1.0], [0, 2.0]]}},
+        "holds the same step twice",
+    ),
+}
+
+
+@pytest.mark.parametrize(("bad", "message"), BAD_LINES.values(), ids=BAD_LINES.keys())
+def test_check_only_rejects_exactly_what_import_rejects(
+    populated: Path, tmp_path: Path, bad: dict | str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = _write(tmp_path / "in.jsonl", [to_json(make_episode("good", 0)), bad])
+    before = digest(populated)
+    new = tmp_path / "new.db"
+    for store in (populated, new):
+        with pytest.raises(InvalidRecord) as checked:
+            check_jsonl(source, store)
+        with pytest.raises(InvalidRecord) as imported:
+            import_jsonl(source, store)
+        assert str(checked.value) == str(imported.value)
+        assert str(imported.value).startswith(f"{source}:2: ") and message in str(imported.value)
+        verdicts = [main(["import", str(source), "--store", str(store), *flag]) for flag in (["--check-only"], [])]
+        errors = capsys.readouterr().err.splitlines()
+        assert verdicts == [1, 1] and errors == [f"error: {imported.value}"] * 2
+    assert digest(populated) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("new.db")) == []
+
+
+def _file_size_limit(limit: int) -> Callable[[], None]:
+    """A child's set-up: writing a file past ``limit`` bytes fails (EFBIG), as on a full disk."""
+
+    def apply() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # else the kernel kills the writer
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+@pytest.mark.parametrize("command", ["import", "merge"])
+def test_a_failed_import_or_merge_leaves_no_new_store(tmp_path: Path, command: str) -> None:
+    source = tmp_path / "source.db"
+    with ExperienceStore.open(source) as store:
+        store.add_episodes(make_batch("big", 1000, turns=5))  # about 2.4 MB
+    dump = tmp_path / "dump.jsonl"
+    export_jsonl(source, dump)
+    new = tmp_path / "new.db"
+    result = subprocess.run(
+        [sys.executable, "-m", "experience_store", command, str(dump if command == "import" else source),
+         "--store", str(new)],
+        cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120,
+        preexec_fn=_file_size_limit(256 * 1024),  # the new store's schema fits, its records do not
+    )  # fmt: skip
+    assert result.returncode == 1 and result.stderr.startswith(f"error: {new}: "), result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("new.db")) == []

@@ -1,21 +1,27 @@
-"""Reliability on real files and real processes: concurrent writers, SIGKILL mid-write, bad and locked files."""
+"""Reliability on real files and processes: concurrent writers, SIGKILL mid-write, bad, locked, read-only files."""
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from store_helpers import digest, episode_uuid, make_batch
 
 from experience_store import ExperienceStore, NotAStore, StoreCorrupt, StoreLocked
+from experience_store.jsonl import to_json
 
 HELPER = Path(__file__).with_name("store_helpers.py")
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _worker(*args: object) -> subprocess.Popen[bytes]:
@@ -130,3 +136,80 @@ def test_a_corrupt_store_is_reported_not_repaired(store_path: Path) -> None:
         with pytest.raises(StoreCorrupt, match="malformed"):
             sum(1 for _ in store.episodes())
     assert digest(store_path) == before
+
+
+def _without_permission_override() -> None:
+    """A child's set-up under root: drop the capabilities that let root ignore file modes, so that a
+    read-only folder or file is one for the child too (prctl PR_CAPBSET_DROP takes effect at exec)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    for capability in (1, 2):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH
+        if libc.prctl(24, capability, 0, 0, 0) != 0:
+            raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP) failed")
+
+
+def _unprivileged() -> Callable[[], None] | None:
+    """The set-up for a child that file modes apply to (None: they already do); skip where none is possible."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        subprocess.run(["true"], preexec_fn=_without_permission_override, check=True)
+    except (subprocess.SubprocessError, OSError):
+        pytest.skip("running as root without CAP_SETPCAP: cannot make a folder read-only for a child")
+    return _without_permission_override
+
+
+# Runs each argv (JSON on argv[1]) through the CLI's main in one process, then opens the store to write.
+_CHILD = """
+import contextlib, io, json, sys
+from experience_store import ExperienceStore, StoreError
+from experience_store.__main__ import main
+results = []
+for argv in json.loads(sys.argv[1]):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()) as err:
+        results.append([main(argv), err.getvalue()])
+try:
+    ExperienceStore.open(sys.argv[2]).close()
+except StoreError as exc:
+    results.append([type(exc).__name__, str(exc)])
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.parametrize("read_only", ["folder", "file"])
+def test_a_read_only_store_is_read_and_refused_for_writing_at_open(
+    populated: Path, tmp_path: Path, read_only: str
+) -> None:
+    setup = _unprivileged()
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    store = folder / "exp.db"
+    shutil.copy(populated, store)
+    dump = tmp_path / "in.jsonl"
+    dump.write_text(json.dumps(to_json(make_batch("new", 1)[0])) + "\n")
+    with ExperienceStore.open(populated, readonly=True) as opened:
+        episode = next(opened.episodes()).uuid
+    reads = [["stats"], ["check"], ["episodes"], ["show", episode], ["knowledge"], ["runs"], ["export", "--out", "-"]]
+    writes = [["import", str(dump)], ["import", str(dump), "--check-only"], ["merge", str(populated)]]
+    argvs = [[*argv, "--store", str(store)] for argv in reads + writes]
+    argvs.append(["merge", str(store), "--store", str(tmp_path / "merged.db")])  # a read-only merge source
+    before, mtime = digest(store), store.stat().st_mtime_ns
+    (folder if read_only == "folder" else store).chmod(0o555 if read_only == "folder" else 0o444)
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", _CHILD, json.dumps(argvs), str(store)],
+            cwd=REPO, capture_output=True, text=True, timeout=120, preexec_fn=setup,
+        )
+    finally:
+        folder.chmod(0o755)
+        store.chmod(0o644)
+    assert child.returncode == 0, child.stderr
+    *results, opened_to_write = json.loads(child.stdout)
+    assert [code for code, _ in results[: len(reads)]] == [0] * len(reads), results
+    assert results[-1] == [0, ""]  # the merge from it
+    reason = "no write permission on " + (f"its folder {folder}" if read_only == "folder" else "the file")
+    for code, error in results[len(reads) : -1]:
+        assert code == 1 and error == f"error: {store} cannot be written: {reason}\n"
+    assert opened_to_write == ["StoreReadOnly", f"{store} cannot be written: {reason}"]
+    assert digest(store) == before and store.stat().st_mtime_ns == mtime
+    if read_only == "folder":
+        assert sorted(p.name for p in folder.iterdir()) == ["exp.db"]  # no -wal or -shm either
