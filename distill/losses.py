@@ -8,8 +8,9 @@ Per-token divergences take logits of shape (N, V) for N response positions and r
   distributions), ``"tail"`` (top-k plus one bucket holding the remaining mass: a proper KL on k+1
   outcomes), or ``"truncated"`` (the paper's code: full-vocabulary probabilities summed over the top-k
   only; not a divergence, it can go negative and collapsed a small student in a measured probe).
-- ``forward_kl_teacher_topk``: KL(teacher || student) over the teacher's top-k, the off-policy baseline
-  (the teacher generated the tokens; the student learns its distribution).
+- ``forward_kl``: KL(teacher || student), the off-policy baseline (the teacher generated the tokens; the
+  student learns its distribution), over the full vocabulary (default) or the teacher's top-k, by default
+  with a tail bucket: renormalised inside the top-k, a student with 3% of its mass there could score ~0.
 
 Both sides are divided by the sampling temperature first. Log-probabilities are clamped at
 ``LOGPROB_FLOOR`` so ``-inf`` logits (masked vocabulary entries) give large but finite losses, never NaN.
@@ -85,19 +86,20 @@ def reverse_kl(
     return _kl_terms(*_restrict(s_log, t_log, index, topk_mode))
 
 
-def forward_kl_teacher_topk(
+def forward_kl(
     student_logits: Tensor,
     teacher_logits: Tensor,
     *,
-    top_k: int = 256,
-    topk_mode: TopKMode = "renormalize",
+    top_k: int | None = None,
+    topk_mode: TopKMode = "tail",
     temperature: float = 1.0,
 ) -> Tensor:
-    """Per-token KL(teacher || student) over the teacher's top-k tokens, shape (N,) (off-policy baseline)."""
+    """Per-token KL(teacher || student), shape (N,), over the full vocabulary or the teacher's top-k (off-policy baseline)."""
     s_log, t_log = log_probs(student_logits, temperature), log_probs(teacher_logits, temperature)
-    index = t_log.topk(min(top_k, t_log.shape[-1]), dim=-1).indices
-    t_k, s_k = _restrict(t_log, s_log, index, topk_mode)
-    return _kl_terms(t_k, s_k)
+    if top_k is None or top_k >= t_log.shape[-1]:
+        return _kl_terms(t_log, s_log)
+    index = t_log.topk(top_k, dim=-1).indices
+    return _kl_terms(*_restrict(t_log, s_log, index, topk_mode))
 
 
 def token_nll(student_logits: Tensor, targets: Tensor, *, temperature: float = 1.0) -> Tensor:

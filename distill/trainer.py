@@ -12,8 +12,14 @@ An OPCD step (``Distiller.step``), as in the paper:
 Steps 2-3 run in passes of at most ``max_batch_tokens`` padded tokens whose gradients add up to the whole
 batch's (multi-turn games make long rows, and activations grow with rows × length).
 
+Every tensor a model reads is packed on that model's device (``distill.sequences.pack``). Data parallelism
+(``accelerate launch``) goes through accelerate's ``Accelerator``: each process samples its own episodes,
+the student's decoder is wrapped in DDP, and the loss is reduced over all processes' tokens (or rows)
+together, so the gradient is the one of the union batch.
+
 Baselines change steps 1-3: ``offpolicy`` lets the teacher (with the context) sample and the student
-learn the teacher's top-k distribution (forward KL); ``sft`` fine-tunes on the teacher's samples.
+learn the teacher's distribution (forward KL, over the full vocabulary unless ``kl_top_k`` is set);
+``sft`` fine-tunes on the teacher's samples.
 """
 
 from __future__ import annotations
@@ -21,13 +27,14 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+from accelerate import Accelerator, DistributedDataParallelKwargs
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -41,8 +48,8 @@ if TYPE_CHECKING:
     from agents.vllm_backend import VLLMBackend
 from agents.rollout import Task, collect_episodes
 from distill.config import DistillConfig
-from distill.losses import LossOutput, PerTokenLoss, chunked_loss, forward_kl_teacher_topk, reverse_kl, token_nll
-from distill.sequences import decoder_hidden, pack, shared_prefix_hidden
+from distill.losses import LossOutput, PerTokenLoss, chunked_loss, forward_kl, reverse_kl, token_nll
+from distill.sequences import Decoder, pack, shared_prefix_hidden
 
 
 @dataclass
@@ -55,17 +62,30 @@ class Sample:
 
 
 def per_token_loss(config: DistillConfig) -> PerTokenLoss:
-    """The per-token loss of ``config.method`` (see ``distill.losses``)."""
+    """The per-token loss of ``config.method`` (see ``distill.losses``). Without ``topk_mode``, a top-k is
+    renormalised for opcd and given a tail bucket for offpolicy (whose full-vocabulary probabilities it keeps)."""
     top_k = config.kl_top_k or None
     if config.method == "opcd":
-        kl = partial(reverse_kl, top_k=top_k, topk_mode=config.topk_mode, temperature=config.temperature)
+        mode = config.topk_mode or "renormalize"
+        kl = partial(reverse_kl, top_k=top_k, topk_mode=mode, temperature=config.temperature)
         return lambda student, teacher, targets: kl(student, teacher)
     if config.method == "offpolicy":
-        kl = partial(forward_kl_teacher_topk, top_k=top_k or 256, topk_mode=config.topk_mode, temperature=config.temperature)
+        mode = config.topk_mode or "tail"
+        kl = partial(forward_kl, top_k=top_k, topk_mode=mode, temperature=config.temperature)
         return lambda student, teacher, targets: kl(student, teacher)
     if config.method == "sft":
         return lambda student, teacher, targets: token_nll(student, targets)
     raise ValueError(f"unknown method {config.method!r}")
+
+
+def make_accelerator(device: torch.device | str) -> Accelerator:
+    """The process group of ``accelerate launch`` (a group of one otherwise). Precision is ``--dtype``'s alone;
+    no buffer broadcast, since processes run different numbers of forward passes (and no buffer is learnt)."""
+    return Accelerator(
+        cpu=torch.device(device).type == "cpu",
+        mixed_precision="no",
+        kwargs_handlers=[DistributedDataParallelKwargs(broadcast_buffers=False)],
+    )
 
 
 def check_same_tokenizer(student: PreTrainedTokenizerBase, teacher: PreTrainedTokenizerBase) -> None:
@@ -88,8 +108,11 @@ class Distiller:
         context: Context,
         teacher: PreTrainedModel | None = None,
         teacher_tokenizer: PreTrainedTokenizerBase | None = None,
+        accelerator: Accelerator | None = None,
     ) -> None:
         self.config, self.tokenizer, self.context = config, tokenizer, context
+        self.device = student.device  # every tensor the models read is packed here
+        self.accelerator = accelerator or make_accelerator(self.device)
         torch.manual_seed(config.seed)
         if teacher is not None:
             check_same_tokenizer(tokenizer, teacher_tokenizer or tokenizer)
@@ -100,6 +123,8 @@ class Distiller:
             lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, target_modules="all-linear", lora_dropout=0.0)
             student = get_peft_model(student, lora)
         self.student = student
+        # the student's forward pass with gradient: under data parallelism, DDP syncs its gradients
+        self.decoder = self.accelerator.prepare_model(Decoder(student), device_placement=False)
         self.trainable = [p for p in student.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(self.trainable, lr=config.lr, weight_decay=config.weight_decay)
         self.per_token = per_token_loss(config)
@@ -128,15 +153,18 @@ class Distiller:
         )
 
     def student_sampler(self, step: int) -> LLM:
-        """The student's current weights as an LLM: in-process (hf), or synced into vLLM as a LoRA adapter."""
+        """The student's current weights as an LLM: in-process (hf), or synced into vLLM as a LoRA adapter
+        (saved over this process's previous one, which vLLM read when it last sampled), in ``config.dtype``."""
         if self.config.backend == "hf":
             return self.llm(self.student)
         if self._vllm is None:
-            from agents.vllm_backend import VLLMBackend  # optional: a GPU machine with the vllm extra
+            from agents.vllm_backend import VLLMBackend, max_lora_rank  # optional: vLLM's own environment
 
-            rank = next(r for r in (8, 16, 32, 64, 128, 256, 512) if r >= self.config.lora_r)
-            self._vllm = VLLMBackend(self.config.model, enable_lora=True, max_lora_rank=rank, gpu_memory_utilization=0.3)
-        folder = self.config.out_dir / "vllm-sync" / f"step-{step:06d}"
+            self._vllm = VLLMBackend(
+                self.config.model, dtype=self.config.dtype, enable_lora=True,
+                max_lora_rank=max_lora_rank(self.config.lora_r), gpu_memory_utilization=0.3,
+            )
+        folder = self.config.out_dir / "vllm-sync" / f"process-{self.accelerator.process_index}"
         self.student.save_pretrained(folder, save_embedding_layers=False)
         self._vllm.use_adapter(str(folder), version=step + 1)
         return self._vllm
@@ -147,7 +175,7 @@ class Distiller:
             max_new_tokens=self.config.max_new_tokens,
             temperature=self.config.temperature,
             top_p=self.config.top_p,
-            seed=(self.config.seed * 1_000_003 + step) * 64 + _rank(),
+            seed=(self.config.seed * 1_000_003 + step) * 64 + self.accelerator.process_index,
         )
 
     # -- one step -------------------------------------------------------------------------------------
@@ -155,7 +183,7 @@ class Distiller:
     def train_tasks(self, step: int) -> list[Task]:
         """The step's tasks: a function of (seed, step) only, so a resumed run replays the same ones."""
         size = envs.make(self.config.env).split_sizes["train"]
-        rng = np.random.default_rng([self.config.seed, step, _rank()])
+        rng = np.random.default_rng([self.config.seed, step, self.accelerator.process_index])
         return [Task("train", int(i)) for i in rng.integers(size, size=self.config.episodes_per_step)]
 
     def episodes(self, agent: Agent, step: int) -> list[Episode]:
@@ -193,10 +221,11 @@ class Distiller:
             with self.teacher_model() as model:
                 hidden, packed = shared_prefix_hidden(model, teacher_prompts, replies, self.pad_id)
                 teacher = (hidden, packed.predict_mask, model.get_output_embeddings())
-        student = pack([chat_prompt_ids(self.tokenizer, s.student_messages) for s in samples], replies, self.pad_id)
+        prompts = [chat_prompt_ids(self.tokenizer, s.student_messages) for s in samples]
+        student = pack(prompts, replies, self.pad_id, device=self.device)
         return chunked_loss(
             self.per_token,
-            decoder_hidden(self.student, student),
+            self.decoder(student.input_ids, student.attention_mask),
             student.predict_mask,
             self.student.get_output_embeddings(),
             student.targets,
@@ -207,20 +236,27 @@ class Distiller:
         )
 
     def backward(self, samples: list[Sample]) -> LossOutput:
-        """The batch's loss with its gradient accumulated in passes of at most ``max_batch_tokens``."""
+        """The loss of every process's samples together (a mean over all their tokens, or rows), its gradient
+        accumulated in passes of at most ``max_batch_tokens``; ``token_loss`` and entropies are this process's."""
         lengths = [len(chat_prompt_ids(self.tokenizer, s.student_messages)) + len(s.reply_ids) for s in samples]
-        reply_tokens = sum(len(s.reply_ids) for s in samples)
-        loss, parts = torch.zeros(()), []
-        for group in micro_batches(lengths, self.config.max_batch_tokens):
-            part = [samples[i] for i in group]
-            out = self.loss(part)
-            # Each pass's loss is a mean over its own tokens (rows): weight it by its share of the batch's.
-            tokens = sum(len(s.reply_ids) for s in part)
-            share = tokens / reply_tokens if self.config.reduction == "token_mean" else len(part) / len(samples)
-            (out.loss * share).backward()
-            loss = loss + share * out.loss.detach()
+        # What the reduction averages over: reply tokens (token_mean) or rows (sequence_mean), in all processes.
+        sizes = [len(s.reply_ids) if self.config.reduction == "token_mean" else 1 for s in samples]
+        total = self.accelerator.reduce(torch.tensor(float(sum(sizes)), device=self.device), reduction="sum")
+        processes = self.accelerator.num_processes
+        groups = micro_batches(lengths, self.config.max_batch_tokens)
+        loss, parts = torch.zeros((), device=self.device), []
+        for i, group in enumerate(groups):
+            # Each pass's loss is a mean over its own tokens (rows): weight it by its share of the union's;
+            # DDP syncs in the last pass only and averages over processes, hence the factor.
+            share = sum(sizes[j] for j in group) / total
+            last = i == len(groups) - 1
+            with nullcontext() if last else self.accelerator.no_sync(self.decoder):
+                out = self.loss([samples[j] for j in group])
+                (out.loss * share * processes).backward()
+            loss += share * out.loss.detach()
             parts.append(out)
         token_loss = torch.cat([o.token_loss for o in parts])
+        loss = self.accelerator.reduce(loss, reduction="sum")
         return LossOutput(loss, token_loss, torch.cat([o.student_entropy for o in parts]))
 
     def step(self) -> dict[str, float]:
@@ -233,7 +269,6 @@ class Distiller:
         self.student.train()
         self.optimizer.zero_grad(set_to_none=True)
         out = self.backward(samples)
-        _average_gradients(self.trainable)
         grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, self.config.grad_clip)
         self.optimizer.step()
         self.student.eval()
@@ -264,25 +299,6 @@ def micro_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
     return groups
 
 
-def _rank() -> int:
-    """This process's index under data parallelism (0 when alone)."""
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank()
-    return 0
-
-
 def _frozen_copy(model: PreTrainedModel) -> PreTrainedModel:
     """A frozen duplicate of ``model`` (the teacher of full fine-tuning)."""
     return copy.deepcopy(model).eval().requires_grad_(False)
-
-
-def _average_gradients(parameters: list[torch.nn.Parameter]) -> None:
-    """Data parallelism (``accelerate launch``): every process's gradients become their mean."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return
-    world = torch.distributed.get_world_size()
-    for p in parameters:
-        if p.grad is None:
-            p.grad = torch.zeros_like(p)
-        torch.distributed.all_reduce(p.grad)
-        p.grad /= world

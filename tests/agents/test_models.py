@@ -166,6 +166,25 @@ def test_folder_without_model_is_model_not_found(tmp_path: Path) -> None:
         resolve_model(str(tmp_path))
 
 
+@pytest.mark.parametrize(
+    ("broken", "content", "message"),
+    [
+        ("config.json", b"{not json", "config.json is not readable JSON"),
+        ("config.json", b"{}", "config.json has no model_type"),
+        ("model.safetensors", b"\x00garbage" * 10, "model.safetensors is not a complete safetensors file"),
+        ("model.safetensors", None, "model.safetensors is not a complete safetensors file"),  # cut in half
+    ],
+)
+def test_broken_folder_is_a_one_line_error_naming_it(
+    tiny_folder: Path, broken: str, content: bytes | None, message: str
+) -> None:
+    target = tiny_folder / broken
+    target.write_bytes(target.read_bytes()[: target.stat().st_size // 2] if content is None else content)
+    with pytest.raises(ModelNotFound, match=f"model folder {tiny_folder}: {message}") as raised:
+        load_model(str(tiny_folder))
+    assert "\n" not in str(raised.value)
+
+
 def test_default_tokenizer_pads_left_with_eos(default_tokenizer: PreTrainedTokenizerBase) -> None:
     assert default_tokenizer.pad_token_id == default_tokenizer.eos_token_id
     assert default_tokenizer.padding_side == "left"

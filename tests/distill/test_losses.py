@@ -8,7 +8,7 @@ from torch import Tensor
 
 from distill.losses import (
     chunked_loss,
-    forward_kl_teacher_topk,
+    forward_kl,
     reduce,
     reverse_kl,
     token_nll,
@@ -38,7 +38,7 @@ def test_full_reverse_kl_matches_the_definition() -> None:
 def test_zero_when_the_models_agree(mode: str) -> None:
     s = logits()
     assert reverse_kl(s, s.clone(), top_k=8, topk_mode=mode).abs().max() < 1e-6
-    assert forward_kl_teacher_topk(s, s.clone(), top_k=8, topk_mode=mode).abs().max() < 1e-6
+    assert forward_kl(s, s.clone(), top_k=8, topk_mode=mode).abs().max() < 1e-6
 
 
 @pytest.mark.parametrize("mode", ["renormalize", "tail"])
@@ -77,11 +77,18 @@ def test_truncated_sum_is_not_a_divergence() -> None:
     assert reverse_kl(s, t, top_k=3, topk_mode="renormalize").item() >= 0
 
 
-def test_forward_kl_over_teacher_topk() -> None:
+def test_forward_kl_full_and_over_teacher_topk() -> None:
     s, t = logits(), logits()
+    assert torch.allclose(forward_kl(s, t).double(), naive_reverse_kl(t, s), atol=1e-5)  # KL(teacher || student)
+    assert torch.allclose(forward_kl(s, t, top_k=V), forward_kl(s, t))
     index = t.topk(6, -1).indices
-    expected = naive_reverse_kl(t.gather(-1, index), s.gather(-1, index))  # KL(teacher || student) restricted
-    assert torch.allclose(forward_kl_teacher_topk(s, t, top_k=6).double(), expected, atol=1e-5)
+    restricted = naive_reverse_kl(t.gather(-1, index), s.gather(-1, index))
+    assert torch.allclose(forward_kl(s, t, top_k=6, topk_mode="renormalize").double(), restricted, atol=1e-5)
+    p, q = torch.softmax(t.double(), -1), torch.softmax(s.double(), -1)  # the default: top-k plus a tail bucket
+    p_k, q_k = p.gather(-1, index), q.gather(-1, index)
+    p_tail, q_tail = 1 - p_k.sum(-1), 1 - q_k.sum(-1)
+    tail = (p_k * (p_k / q_k).log()).sum(-1) + p_tail * (p_tail / q_tail).log()
+    assert torch.allclose(forward_kl(s, t, top_k=6).double(), tail, atol=1e-5)
 
 
 def test_minus_inf_logits_never_give_nan() -> None:
@@ -93,7 +100,8 @@ def test_minus_inf_logits_never_give_nan() -> None:
         reverse_kl(s, t),
         reverse_kl(s, t, top_k=12),
         reverse_kl(s, t, top_k=12, topk_mode="tail"),
-        forward_kl_teacher_topk(s, t, top_k=12),
+        forward_kl(s, t),
+        forward_kl(s, t, top_k=12),
     ):
         assert torch.isfinite(loss).all()
         (grad,) = torch.autograd.grad(loss.sum(), s)
@@ -133,10 +141,11 @@ def kl_only(fn, **kwargs):
         kl_only(reverse_kl, top_k=9),
         kl_only(reverse_kl, top_k=9, topk_mode="tail"),
         kl_only(reverse_kl, top_k=9, topk_mode="truncated"),
-        kl_only(forward_kl_teacher_topk, top_k=9),
+        kl_only(forward_kl),
+        kl_only(forward_kl, top_k=9),
         lambda s, t, y: token_nll(s, y),
     ],
-    ids=["full", "topk-renorm", "topk-tail", "topk-truncated", "forward-topk", "nll"],
+    ids=["full", "topk-renorm", "topk-tail", "topk-truncated", "forward", "forward-topk", "nll"],
 )
 @pytest.mark.parametrize("reduction", ["token_mean", "sequence_mean"])
 def test_chunked_equals_naive_in_value_and_gradient(per_token, reduction) -> None:

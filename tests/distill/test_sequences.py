@@ -6,7 +6,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from agents.hf_backend import shared_prefix_length
-from distill.sequences import decoder_hidden, pack, shared_prefix_hidden
+from distill.sequences import Decoder, pack, shared_prefix_hidden
 
 
 def tiny_model() -> LlamaForCausalLM:
@@ -39,7 +39,7 @@ def test_shared_prefix_forward_equals_the_full_forward() -> None:
     replies = [[50, 51, 52], [53], [54, 55]]
     full = pack(prompts, replies, pad_id=0)
     with torch.no_grad():
-        reference = decoder_hidden(model, full)[full.predict_mask]
+        reference = Decoder(model)(full.input_ids, full.attention_mask)[full.predict_mask]
     hidden, packed = shared_prefix_hidden(model, prompts, replies, pad_id=0)
     assert hidden.shape[1] < full.input_ids.shape[1]  # the prefix was not recomputed per row
     assert torch.allclose(hidden[packed.predict_mask], reference, atol=1e-5)

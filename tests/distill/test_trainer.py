@@ -15,7 +15,8 @@ from agents.agent import Context, build_messages
 from agents.hf_backend import chat_prompt_ids
 from distill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from distill.config import DistillConfig
-from distill.trainer import Distiller, micro_batches
+from distill.losses import forward_kl
+from distill.trainer import Distiller, micro_batches, per_token_loss
 from envs.base import TextEnv
 
 QUESTION = "Which colour is the secret?"
@@ -157,6 +158,28 @@ def test_baselines_learn_from_teacher_samples(method, context_sensitive_model, d
     for _ in range(10):
         distiller.step()
     assert answer_logprob(distiller.student, default_tokenizer, None, ANSWER) > start + 1.0
+
+
+def test_offpolicy_sees_the_student_mass_outside_the_teachers_top_k() -> None:
+    """The teacher's mass is on 16 tokens; the student has their shape but only 3% of its mass there (97% on
+    tokens outside the teacher's top 256). Renormalised inside a top-k the two look alike; they are not."""
+    vocab, k = 2000, 16
+    teacher = torch.full((1, vocab), -40.0)
+    teacher[0, :k] = torch.linspace(0.0, 2.0, k)
+    teacher[0, k:256] = -30.0  # the rest of the teacher's top 256: next to no mass, the student's even less
+    student = teacher.clone()
+    student[0, k:256] = -40.0
+    inside = student[0, :k].exp().sum()
+    student[0, 256:] = (inside * 97 / 3 / (vocab - 256)).log()
+    assert torch.softmax(student, -1)[0, :k].sum().item() == pytest.approx(0.03, rel=1e-3)
+
+    def loss(**overrides: Any) -> float:
+        return per_token_loss(config(method="offpolicy", **overrides))(student, teacher, torch.zeros(1)).item()
+
+    log_ratio = -torch.log(torch.tensor(0.03)).item()  # ~3.5: KL(teacher || student) over the full vocabulary
+    assert loss() == pytest.approx(forward_kl(student, teacher).item()) == pytest.approx(log_ratio, rel=0.01)
+    assert loss(kl_top_k=16) == pytest.approx(log_ratio, rel=0.01)  # the tail bucket holds the student's 97%
+    assert loss(kl_top_k=16, topk_mode="renormalize") < 1e-4  # what the top-k alone sees
 
 
 def test_live_teacher_is_the_student_itself(context_sensitive_model, default_tokenizer) -> None:
