@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Literal
 
 from agents.llm import LLM, Generation, SamplingParams
@@ -63,6 +64,26 @@ class Context:
         if self.kind == "system_prompt":
             return f"{self.text.strip()}\n\n"
         return f"\n\n## {CONTEXT_HEADINGS[self.kind]}\n<context>\n{self.text.strip()}\n</context>"
+
+
+def context_from_file(path: Path, kind: ContextKind) -> Context:
+    """The context in text file ``path``; a one-line ValueError naming the file when it is missing, a
+    directory, unreadable, not UTF-8 text (or holds NUL bytes) or empty."""
+    if path.is_dir():
+        raise ValueError(f"context file {path} is a directory")
+    if not path.is_file():
+        raise ValueError(f"context file {path} does not exist")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except OSError as err:
+        raise ValueError(f"context file {path} cannot be read: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"context file {path} is not UTF-8 text (byte {err.start})") from None
+    if "\0" in text:
+        raise ValueError(f"context file {path} is not text: it holds NUL bytes")
+    if not text.strip():
+        raise ValueError(f"context file {path} is empty")
+    return Context(text, kind, id=str(path))
 
 
 def env_context(env: TextEnv, env_name: str, name: str) -> Context:

@@ -10,10 +10,12 @@ A composition root: it wires the env, model, agent, rollouts and store together.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -23,12 +25,12 @@ from rich.table import Table
 from rich.text import Text
 
 import envs
-from agents.agent import Agent, Context, env_context
-from agents.evaluate import PassRate, evaluation_tasks, pass_rate
+from agents.agent import Agent, Context, context_from_file, env_context
+from agents.evaluate import PassRate, paired_difference, pass_rate
 from agents.llm import SamplingParams, load_llm
-from agents.models import DEFAULT_MODEL, ModelNotFound
+from agents.models import DEFAULT_MODEL, ModelNotFound, resolve_device, resolve_model
 from agents.records import Episode, Turn
-from agents.rollout import RolloutStats, collect_episodes
+from agents.rollout import RolloutStats, Task, collect_episodes
 from experience_store import ExperienceStore, StoreError
 from experience_store.knowledge import knowledge_text
 
@@ -74,9 +76,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def load_context(args: argparse.Namespace) -> Context | None:
     if args.context:
-        if not args.context.is_file():
-            raise ValueError(f"context file {args.context} does not exist")
-        return Context(args.context.read_text(encoding="utf-8"), args.context_kind, id=str(args.context))
+        return context_from_file(args.context, args.context_kind)
     if args.env_context:
         return env_context(envs.make(args.env), args.env, args.env_context)
     if args.knowledge_from:
@@ -130,21 +130,25 @@ def live_view(total: int, stats: RolloutStats) -> Iterator[tuple[Progress, int, 
         yield progress, task, show_turn
 
 
+def play_tasks(env_name: str, split: str, episodes: int) -> list[Task]:
+    """The tasks to play (to collect experience): the split in order, starting over when more episodes are
+    asked for than it holds (sampled replies differ; an evaluation, ``--eval``, never repeats a task)."""
+    size = envs.make(env_name).split_sizes[split]
+    return [Task(split, i % size) for i in range(episodes)]
+
+
 def play_with_model(args: argparse.Namespace, agent: Agent, store: ExperienceStore) -> list[Episode]:
     stats = RolloutStats()
     finished: list[Episode] = []
-    tasks = evaluation_tasks(args.env, args.split, args.episodes)
+    tasks = play_tasks(args.env, args.split, args.episodes)
     with live_view(len(tasks), stats) as (progress, task, show_turn):
-        try:
-            for episode in collect_episodes(
-                lambda: envs.make(args.env), agent, tasks, env_id=args.env,
-                batch_size=args.batch_size, round=args.round, stats=stats, on_turn=show_turn,
-            ):
-                store.add_episodes([episode])  # one transaction per episode: Ctrl-C keeps all finished ones
-                finished.append(episode)
-                progress.advance(task)
-        except KeyboardInterrupt:
-            console.print(f"[yellow]interrupted: {len(finished)} finished episodes are in {store.path}[/]")
+        for episode in collect_episodes(
+            lambda: envs.make(args.env), agent, tasks, env_id=args.env,
+            batch_size=args.batch_size, round=args.round, stats=stats, on_turn=show_turn,
+        ):
+            store.add_episodes([episode])  # one transaction per episode: Ctrl-C keeps all finished ones
+            finished.append(episode)
+            progress.advance(task)
     console.print(summary_table(f"{args.env} ({args.split}), {agent.llm.name}", finished, stats))
     return finished
 
@@ -153,7 +157,7 @@ def play_human(args: argparse.Namespace, store: ExperienceStore) -> None:
     env = envs.make(args.env)
     console.print(Panel(env.instructions, title="instructions"))
     for index in range(args.episodes):
-        task = evaluation_tasks(args.env, args.split, index + 1)[index]
+        task = play_tasks(args.env, args.split, index + 1)[index]
         observation, info = env.reset(options={"split": task.split, "index": task.index})
         episode = Episode(env_id=args.env, task_id=str(info["task_id"]), split=args.split, model="human")
         done = False
@@ -163,7 +167,7 @@ def play_human(args: argparse.Namespace, store: ExperienceStore) -> None:
                 console.print("[dim]admissible: " + ", ".join(map(str, info["admissible_actions"][:20])))
             try:
                 reply = console.input("[bold]> ")
-            except (EOFError, KeyboardInterrupt):
+            except EOFError:
                 console.print("\n[yellow]left the game; finished episodes are stored[/]")
                 return
             action = env.parse_action(reply)
@@ -179,10 +183,13 @@ def play_human(args: argparse.Namespace, store: ExperienceStore) -> None:
 
 def evaluate(args: argparse.Namespace, agent: Agent, store: ExperienceStore) -> None:
     """Pass rate on the split without and (if given) with the context; recorded as a run in the store."""
-    table = Table(title=f"{args.env} {args.split} pass rate, {agent.llm.name}")
+    table = Table(title=f"{args.env} {args.split} pass rate, {agent.llm.name} (each task once, temperature {args.temperature})")
     table.add_column("context")
     table.add_column("pass rate [95% CI]", justify="right")
-    results: dict[str, dict[str, float]] = {}
+    table.add_column("paired change from none: points [95%] McNemar p", justify="right")
+    table.add_column("tasks", justify="right")
+    results: dict[str, dict[str, Any]] = {}
+    rates: list[PassRate] = []
     contexts = [("none", None)] + ([("with context", agent.context)] if agent.context else [])
     for label, context in contexts:
         evaluated = Agent(agent.llm, agent.sampling, context, agent.max_prompt_tokens)
@@ -192,35 +199,66 @@ def evaluate(args: argparse.Namespace, agent: Agent, store: ExperienceStore) -> 
                 on_episode=lambda e: store.add_episodes([e]),
             )
         results[label] = rate.as_dict()
-        table.add_row(label, str(rate))
+        rates.append(rate)
+        change = paired_difference(rates[0], rate) if len(rates) > 1 else None
+        table.add_row(label, str(rate), str(change or ""), change.counts if change else "")
     console.print(table)
     run_id = store.create_run({"kind": "evaluation", **{k: str(v) for k, v in vars(args).items()}})
     store.finish_run(run_id, "completed", evaluation=results)
 
 
+def check_numbers(args: argparse.Namespace) -> None:
+    """A one-line ValueError naming the first numeric flag out of its range (NaN and infinity are out of all)."""
+    for flag in ("episodes", "batch_size", "max_new_tokens", "max_prompt_tokens"):
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.round < 0:
+        raise ValueError(f"--round must be >= 0, got {args.round}")
+    if not (math.isfinite(args.temperature) and args.temperature >= 0):
+        raise ValueError(f"--temperature must be a finite number >= 0 (0 = greedy), got {args.temperature}")
+    if not (math.isfinite(args.top_p) and 0 < args.top_p <= 1):
+        raise ValueError(f"--top-p must be a finite number in (0, 1], got {args.top_p}")
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Every flag, the context and the model's name are checked before the store is opened (or created),
+    and the store is opened (its writability checked) before the model loads. Ctrl-C exits 130 and says
+    how many episodes this run stored."""
     args = parse_args(argv)
     try:
+        check_numbers(args)
         args.env = envs.spec(args.env).name  # one name per env in the store, whichever alias was typed
         if args.env_args:
             envs.configure(args.env, **envs.parse_env_args(args.env_args))
         if args.eval and args.split == "train":
             args.split = "validation"
+        sampling = SamplingParams(
+            max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
+        )
         context = None if args.human else load_context(args)
+        if not args.human:
+            resolve_model(args.model)  # finds the model without loading it: a missing or broken one fails here
+            resolve_device(args.device)  # so does a missing GPU
         with ExperienceStore.open(args.store) as store:
-            if args.human:
-                play_human(args, store)
-                return
-            with console.status(f"loading {args.model}..."):
-                llm = load_llm(args.model, backend=args.backend, dtype=args.dtype, device=args.device)
-            sampling = SamplingParams(
-                max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed
-            )
-            agent = Agent(llm, sampling, context, args.max_prompt_tokens)
-            (evaluate if args.eval else play_with_model)(args, agent, store)
+            stored_before = store.count_episodes()
+            try:
+                if args.human:
+                    play_human(args, store)
+                    return
+                with console.status(f"loading {args.model}..."):
+                    llm = load_llm(args.model, backend=args.backend, dtype=args.dtype, device=args.device)
+                agent = Agent(llm, sampling, context, args.max_prompt_tokens)
+                (evaluate if args.eval else play_with_model)(args, agent, store)
+            except KeyboardInterrupt:
+                stored = store.count_episodes() - stored_before
+                console.print(f"[yellow]interrupted: this run stored {stored} episodes in {store.path}[/]")
+                sys.exit(130)
     except (StoreError, ModelNotFound, ValueError, KeyError) as err:
         errors.print(f"[red]error:[/] {err.args[0] if isinstance(err, KeyError) else err}")
         sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted before the store was opened: nothing was written[/]")
+        sys.exit(130)
 
 
 if __name__ == "__main__":

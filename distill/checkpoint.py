@@ -2,17 +2,22 @@
 
 Layout under ``out_dir``::
 
-    checkpoints/step-000010/          LoRA adapter (or the full model) + tokenizer + trainer_state.pt
+    checkpoints/step-000010/          LoRA adapter (or the full model) + tokenizer + trainer_state.pt + run.json
     checkpoints/step-000010/merged/   the LoRA-merged model, a plain Hugging Face folder (--merge-lora)
     latest                            the name of the newest complete checkpoint
 
 A checkpoint is built in a temporary folder and renamed into place, and ``latest`` is replaced
 atomically, so a run killed at any moment resumes from its last complete checkpoint.
+
+``run.json`` records the run's whole config and its context's identity (kind and SHA-256 of the text):
+``resume_point`` refuses to continue a run under other settings, except those in ``MAY_CHANGE``.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
 import random
 from pathlib import Path
@@ -23,10 +28,22 @@ import torch
 from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file
 
+from agents.agent import Context
+from distill.config import DistillConfig
 from distill.trainer import Distiller
 from envs.cache import atomic_path
 
 STATE_FILE = "trainer_state.pt"
+RUN_FILE = "run.json"
+
+# Settings a resumed run may change. They decide only how long it runs (a larger --steps continues it: the
+# learning rate is constant), when it evaluates on the monitoring split or saves, where its files go, and
+# in what pieces the same computation runs (chunk and batch sizes: float rounding only). Every other field
+# decides what is trained or what the before/after table compares.
+MAY_CHANGE = frozenset({
+    "steps", "eval_every", "monitor_split", "save_every", "eval_cache", "merge_lora", "out_dir",
+    "loss_chunk_size", "max_batch_tokens",
+})  # fmt: skip
 
 
 def save_checkpoint(distiller: Distiller, out_dir: Path, extra: dict[str, Any] | None = None) -> Path:
@@ -46,6 +63,9 @@ def save_checkpoint(distiller: Distiller, out_dir: Path, extra: dict[str, Any] |
         rng = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
         state = {"step": distiller.step_count, "optimizer": distiller.optimizer.state_dict(), "rng": rng}
         torch.save({**state, "extra": extra or {}}, build / STATE_FILE)
+        run = {"step": distiller.step_count, "config": distiller.config.to_dict()}
+        run["context"] = context_identity(distiller.context)
+        (build / RUN_FILE).write_text(json.dumps(run, indent=1), encoding="utf-8")
     latest = Path(out_dir) / "latest"
     tmp = latest.with_name("latest.tmp")
     tmp.write_text(target.name)
@@ -81,3 +101,42 @@ def load_checkpoint(distiller: Distiller, folder: Path) -> dict[str, Any]:
     np.random.set_state(state["rng"]["numpy"])
     torch.set_rng_state(state["rng"]["torch"])
     return state["extra"]
+
+
+def context_identity(context: Context) -> str:
+    """What makes two contexts the same for a run: their kind and (the first 16 hex digits of) the SHA-256 of their text."""
+    return f"{context.kind} sha256:{hashlib.sha256(context.text.encode('utf-8')).hexdigest()[:16]}"
+
+
+def setting_changes(saved: dict[str, Any], current: dict[str, Any], may_change: frozenset[str]) -> list[str]:
+    """``--flag OLD -> NEW`` for every setting outside ``may_change`` whose value differs (JSON-compared)."""
+    current = json.loads(json.dumps(current))  # tuples and paths as a JSON file holds them
+    return [
+        f"--{name.replace('_', '-')} {saved.get(name)} -> {current.get(name)}"
+        for name in sorted(saved.keys() | current.keys())
+        if name not in may_change and saved.get(name) != current.get(name)
+    ]
+
+
+def resume_point(config: DistillConfig, context: Context) -> Path | None:
+    """The checkpoint that resuming ``config.out_dir`` continues (None: there is none yet).
+
+    ValueError, in one line naming every difference, when it was made with other settings (``MAY_CHANGE``
+    aside), another context, or is past ``config.steps``; the run is then left as it is.
+    """
+    folder = latest_checkpoint(config.out_dir)
+    if folder is None:
+        return None
+    if not (folder / RUN_FILE).is_file():
+        raise ValueError(f"checkpoint {folder} does not record its settings, so resuming cannot check them; "
+                         "start a new run in another --out-dir")  # fmt: skip
+    run = json.loads((folder / RUN_FILE).read_text(encoding="utf-8"))
+    changes = setting_changes(run["config"], config.to_dict(), MAY_CHANGE)
+    if run["context"] != context_identity(context):
+        changes.append(f"context {run['context']} -> {context_identity(context)}")
+    if run["step"] > config.steps:
+        changes.append(f"--steps {config.steps} is below the checkpoint's step {run['step']}")
+    if changes:
+        raise ValueError(f"cannot resume {config.out_dir} with other settings: {'; '.join(changes)} "
+                         "(resume with the same settings, or start a new run in another --out-dir)")  # fmt: skip
+    return folder

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -15,6 +17,16 @@ from agents.models import DEFAULT_MODEL
 
 Method = Literal["opcd", "offpolicy", "sft"]
 TeacherMode = Literal["frozen", "live"]
+
+
+# The float fields' ranges (NaN and infinity are out of every range).
+FLOAT_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
+    "temperature": (lambda v: v > 0, "> 0 (the loss divides by it)"),
+    "top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
+    "lr": (lambda v: v > 0, "> 0"),
+    "weight_decay": (lambda v: v >= 0, ">= 0"),
+    "grad_clip": (lambda v: v > 0, "> 0"),
+}
 
 
 def config_field(default: Any, help: str, **kwargs: Any) -> Any:
@@ -33,7 +45,7 @@ class DistillConfig:
         "frozen", "frozen: the initial student (LoRA: adapters disabled); live: the student itself (worse in the paper)"
     )
     method: Method = config_field(
-        "opcd", "opcd: on-policy reverse KL; offpolicy: teacher samples, student learns its top-k; sft: fine-tune on teacher samples"
+        "opcd", "opcd: on-policy reverse KL; offpolicy: teacher samples, student learns its distribution (forward KL); sft: fine-tune on teacher samples"
     )
     steps: int = config_field(30, "optimizer steps")
     episodes_per_step: int = config_field(4, "episodes sampled per step (every turn of a game is a sample)")
@@ -46,9 +58,12 @@ class DistillConfig:
     grad_clip: float = config_field(1.0, "gradient-norm clip")
     lora_r: int = config_field(16, "LoRA rank; 0 = full fine-tuning (the teacher is then a frozen copy)")
     lora_alpha: int = config_field(32, "LoRA alpha")
-    kl_top_k: int = config_field(0, "0 = full-vocabulary KL; k > 0 = the student's top-k tokens (the paper: 256)")
-    topk_mode: Literal["renormalize", "tail", "truncated"] = config_field(
-        "renormalize", "top-k only: renormalize (proper KL), tail (k+1 buckets), truncated (the paper's code; not a divergence)"
+    kl_top_k: int = config_field(
+        0, "0 = full-vocabulary KL; k > 0 = the top-k tokens, the student's (opcd; the paper: 256) or the teacher's (offpolicy)"
+    )
+    topk_mode: Literal["renormalize", "tail", "truncated"] | None = config_field(
+        None, "top-k only: renormalize (proper KL; opcd's default), tail (k+1 buckets; offpolicy's default),"
+        " truncated (the paper's code; not a divergence)"
     )
     reduction: Literal["token_mean", "sequence_mean"] = config_field(
         "token_mean", "token_mean (the reference code) or sequence_mean (the paper's equation)"
@@ -59,8 +74,11 @@ class DistillConfig:
         " (gradients accumulate; the default model keeps ~2 MB of activations per token in float32)"
     )
     eval_every: int = config_field(10, "evaluate every N steps (0 = only before and after)")
-    eval_tasks: int = config_field(40, "test tasks per evaluation")
-    eval_split: str = config_field("test", "split for evaluation")
+    eval_tasks: int = config_field(40, "tasks per evaluation, each played once (a smaller split is evaluated whole)")
+    eval_split: str = config_field("test", "split measured before the first step and after the last, only then")
+    monitor_split: str = config_field(
+        "validation", "split for the evaluations every --eval-every steps (never the basis of a choice on test)"
+    )
     ood_env: str | None = config_field(None, "a second env evaluated as the out-of-distribution check")
     eval_max_new_tokens: int = config_field(128, "reply length cap when evaluating")
     eval_cache: Path | None = config_field(
@@ -87,14 +105,14 @@ class DistillConfig:
         for name in ("eval_every", "save_every", "lora_r", "kl_top_k"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be > 0 (the loss divides by it), got {self.temperature}")
+        for name, (holds, rule) in FLOAT_RANGES.items():
+            value = getattr(self, name)
+            if not (math.isfinite(value) and holds(value)):
+                raise ValueError(f"{name} must be a finite number {rule}, got {value}")
         if self.teacher is not None and self.teacher_mode == "live":
             raise ValueError("--teacher names a separate frozen model; it cannot be combined with --teacher-mode live")
         if self.backend == "vllm" and not self.uses_lora:
             raise ValueError("--backend vllm syncs the student into vLLM as a LoRA adapter: it needs --lora-r > 0")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
 
     def configure_env(self) -> None:
         """Make ``env_args`` the env's constructor defaults in this process (a bad argument is a ValueError)."""

@@ -13,12 +13,13 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 import envs
-from agents.evaluate import PassRate
+from agents.evaluate import PassRate, paired_difference
 from agents.models import ModelNotFound
 from distill.config import DistillConfig, add_arguments, from_arguments
 from distill.plots import plot_rounds
@@ -41,19 +42,31 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def rate(result: dict[str, float]) -> str:
-    return str(PassRate(int(result["successes"]), int(result["n"])))
+def rate(result: dict[str, Any]) -> str:
+    return str(PassRate.from_dict(result))
+
+
+def change(before: dict[str, Any], after: dict[str, Any]) -> str:
+    """The paired change from ``before`` to ``after`` on the same tasks: points [95% interval] p=McNemar."""
+    return str(paired_difference(PassRate.from_dict(before), PassRate.from_dict(after)))
 
 
 def rounds_table(results: list[RoundResult], base: DistillConfig) -> Table:
-    table = Table(title=f"{base.env}: collect -> reflect -> OPCD, {base.eval_split} split (greedy)")
-    for column in ("round", "base (no context)", "in-context", "OPCD (no context)", "OOD before", "OOD after", "reply tokens"):
+    """Per round: the start model with and without the round's context, and after OPCD, each compared
+    with the start model without context on the same tasks (paired)."""
+    table = Table(title=f"{base.env}: collect -> reflect -> OPCD, {base.eval_split} split (greedy). Changes: "
+                        "paired on the same tasks, points [95% interval] and exact McNemar p")  # fmt: skip
+    columns = ("round", "base (no context)", "in-context", "in-context - base", "OPCD (no context)", "OPCD - base",
+               "OOD before", "OOD after", "OOD after - before", "reply tokens")  # fmt: skip
+    for column in columns:
         table.add_column(column, justify="right")
     for r in results:
-        ood = [rate(r.before["ood"]), rate(r.after["ood"])] if "ood" in r.after else ["-", "-"]
+        student, in_context, distilled = r.before["student"], r.before["student_with_context"], r.after["student"]
+        ood = ([rate(r.before["ood"]), rate(r.after["ood"]), change(r.before["ood"], r.after["ood"])]
+               if "ood" in r.after else ["-", "-", "-"])  # fmt: skip
         table.add_row(
-            str(r.round), rate(r.before["student"]), rate(r.before["student_with_context"]),
-            rate(r.after["student"]), *ood, f"{r.mean_reply_tokens:.0f}",
+            str(r.round), rate(student), rate(in_context), change(student, in_context),
+            rate(distilled), change(student, distilled), *ood, f"{r.mean_reply_tokens:.0f}",
         )
     return table
 

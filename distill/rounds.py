@@ -12,6 +12,8 @@ Round r, with model M_r (the start model for r = 1, then the previous round's me
 
 Every phase checks what is already done (episodes of the round in the store, a selected set of the
 round, the round's checkpoints), so a killed loop resumes at the round, phase and step where it stopped.
+``loop.json`` records the loop's settings: resuming with other ones (``LOOP_MAY_CHANGE`` aside) is refused,
+and so is a selected set of the round that another model wrote.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from agents.agent import Agent, Context
 from agents.hf_backend import HFBackend
 from agents.llm import SamplingParams
 from agents.rollout import Task, collect_episodes
+from distill.checkpoint import MAY_CHANGE, setting_changes
 from distill.config import DistillConfig, config_field
 from distill.training import EvalResults, train
 from experience_store import ExperienceStore
@@ -74,23 +77,39 @@ class RoundResult:
         return dataclasses.asdict(self)
 
 
+# Settings a resumed loop may change: more --rounds, and what a resumed distillation run may change except
+# --steps (finished rounds were trained for their number of steps).
+LOOP_MAY_CHANGE = (MAY_CHANGE - {"steps"}) | {"rounds"}
+
+
 @dataclass
 class LoopState:
-    """``loop.json`` in the output folder: the store's run id and the finished rounds."""
+    """``loop.json`` in the output folder: the loop's settings, the store's run id and the finished rounds."""
 
+    settings: dict[str, Any]
     run_id: str | None = None
     rounds: list[RoundResult] = field(default_factory=list)
 
     @classmethod
-    def load(cls, path: Path) -> LoopState:
+    def load(cls, path: Path, settings: dict[str, Any]) -> LoopState:
+        """The state in ``path`` (a new one with ``settings`` when there is none); a one-line ValueError naming
+        every setting that differs from those the loop started with (``LOOP_MAY_CHANGE`` aside)."""
         if not path.is_file():
-            return cls()
+            return cls(settings)
         data = json.loads(path.read_text(encoding="utf-8"))
-        return cls(data["run_id"], [RoundResult(**r) for r in data["rounds"]])
+        if "settings" not in data:
+            raise ValueError(f"{path} does not record the loop's settings, so resuming cannot check them; "
+                             "start a new loop in another --out-dir")  # fmt: skip
+        changes = setting_changes(data["settings"], settings, LOOP_MAY_CHANGE)
+        if changes:
+            raise ValueError(f"cannot resume the loop in {path.parent} with other settings: {'; '.join(changes)} "
+                             "(resume with the same settings, or start a new loop in another --out-dir)")  # fmt: skip
+        return cls(settings, data["run_id"], [RoundResult(**r) for r in data["rounds"]])
 
     def save(self, path: Path) -> None:
+        state = {"settings": self.settings, "run_id": self.run_id, "rounds": [r.as_dict() for r in self.rounds]}
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps({"run_id": self.run_id, "rounds": [r.as_dict() for r in self.rounds]}, indent=1))
+        tmp.write_text(json.dumps(state, indent=1))
         os.replace(tmp, path)
 
 
@@ -117,6 +136,11 @@ def select_knowledge(store: ExperienceStore, base: DistillConfig, loop: LoopConf
     """The round's selected knowledge set: already in the store, or made now by reflect."""
     selected = store.selected_knowledge_set(base.env)
     if selected is not None and selected.round == round:
+        writers = sorted({item.model for item in selected.items} - {model})
+        if writers:
+            raise ValueError(f"the selected {base.env} knowledge set of round {round} in {store.path} ({selected.uuid}) "
+                             f"was written by {', '.join(writers)}, not by this round's model {model}; "
+                             "give the loop a store of its own")  # fmt: skip
         return selected
     llm = HFBackend(model, dtype=base.dtype, device=base.device)  # type: ignore[arg-type]
     extractor = Extractor(llm, task_style(base.env), round=round)
@@ -138,11 +162,11 @@ def run_rounds(
 ) -> list[RoundResult]:
     """Run (or resume) the loop; ``base.out_dir`` holds ``loop.json`` and one folder per round."""
     base.configure_env()
-    base.out_dir.mkdir(parents=True, exist_ok=True)
     state_path = base.out_dir / "loop.json"
-    state = LoopState.load(state_path)
+    state = LoopState.load(state_path, {**base.to_dict(), **dataclasses.asdict(loop)})
+    base.out_dir.mkdir(parents=True, exist_ok=True)
     if state.run_id is None:
-        state.run_id = store.create_run({"kind": "loop", **base.to_dict(), **dataclasses.asdict(loop)})
+        state.run_id = store.create_run({"kind": "loop", **state.settings})
         state.save(state_path)
     phase = on_phase or (lambda r, name: None)
     model = state.rounds[-1].checkpoint if state.rounds else base.model

@@ -20,9 +20,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 import envs
-from agents.agent import Context, env_context
-from agents.evaluate import PassRate
-from agents.models import ModelNotFound
+from agents.agent import Context, context_from_file, env_context
+from agents.evaluate import PassRate, paired_difference
+from agents.models import ModelNotFound, resolve_device, resolve_model
 from distill.config import DistillConfig, add_arguments, from_arguments
 from distill.training import EvalResults, train
 from experience_store import ExperienceStore, StoreError
@@ -52,15 +52,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def load_context(args: argparse.Namespace, store: ExperienceStore | None) -> Context:
-    if args.context or args.system_prompt:
-        path = args.context or args.system_prompt
-        if not path.is_file():
-            raise ValueError(f"{path} does not exist")
-        kind = args.context_kind if args.context else "system_prompt"
-        return Context(path.read_text(encoding="utf-8"), kind, id=str(path))
+def given_context(args: argparse.Namespace) -> Context | None:
+    """The context of --context, --system-prompt or --env-context; None when none of them is given."""
+    if args.context:
+        return context_from_file(args.context, args.context_kind)
+    if args.system_prompt:
+        return context_from_file(args.system_prompt, "system_prompt")
     if args.env_context:
         return env_context(envs.make(args.env), args.env, args.env_context)
+    return None
+
+
+def stored_context(args: argparse.Namespace, store: ExperienceStore | None) -> Context:
+    """The env's selected knowledge set in --store."""
     if store is None:
         raise ValueError("give a context: --store (selected knowledge set), --context, --system-prompt or --env-context")
     selected = store.selected_knowledge_set(args.env)
@@ -72,19 +76,28 @@ def load_context(args: argparse.Namespace, store: ExperienceStore | None) -> Con
 
 
 def results_table(before: EvalResults, after: EvalResults, config: DistillConfig) -> Table:
-    table = Table(title=f"{config.method.upper()} on {config.env} ({config.eval_split}, greedy)")
-    table.add_column("")
-    table.add_column("before", justify="right")
-    table.add_column("after", justify="right")
+    """Before and after on the test split, each row's paired change, and in-context against no context."""
+    table = Table(title=f"{config.method.upper()} on {config.env} ({config.eval_split} split, greedy). Change: "
+                        "paired on the same tasks, points [95% interval] and exact McNemar p; tasks gained/lost")  # fmt: skip
+    for column in ("", "before", "after", "change", "tasks"):
+        table.add_column(column, justify="left" if not column else "right")
     labels = {
         "student": "student, no context",
         "student_with_context": "with context (in-context)",
         "ood": f"OOD env ({config.ood_env})",
     }
+
+    def add(label: str, first: PassRate, last: PassRate, shown: bool = True) -> None:
+        change = paired_difference(first, last)
+        cells = (str(first), str(last)) if shown else ("", "")
+        table.add_row(label, *cells, str(change), change.counts)
+
     for key, label in labels.items():
         if key in before:
-            cells = [str(PassRate(int(r["successes"]), int(r["n"]))) for r in (before[key], after[key])]
-            table.add_row(label, *cells)
+            add(label, PassRate.from_dict(before[key]), PassRate.from_dict(after[key]))
+    base, in_context = PassRate.from_dict(before["student"]), PassRate.from_dict(before["student_with_context"])
+    add("in-context - no context, before", base, in_context, shown=False)
+    add(f"{config.method.upper()} (no context) - in-context", in_context, PassRate.from_dict(after["student"]), shown=False)
     return table
 
 
@@ -95,8 +108,12 @@ def main(argv: list[str] | None = None) -> None:
         if args.ood_env:
             args.ood_env = envs.spec(args.ood_env).name
         config = from_arguments(args)
+        context = given_context(args)
+        for name in filter(None, (config.model, config.teacher)):
+            resolve_model(name)  # a missing or broken model is an error before anything is written
+        resolve_device(config.device)  # so is a missing GPU
         store = ExperienceStore.open(args.store) if args.store else None
-        context = load_context(args, store)
+        context = context or stored_context(args, store)
         progress = Progress(
             TextColumn("[bold]step"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[status]}"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console,
@@ -107,9 +124,9 @@ def main(argv: list[str] | None = None) -> None:
             rate = m["reply_tokens"] / (m["seconds_sample"] + m["seconds_update"])
             progress.update(task, completed=step, status=f"loss {m['loss']:.4f}  entropy {m['student_entropy']:.2f}  {rate:.0f} tok/s")
 
-        def on_eval(step: int, results: EvalResults) -> None:
+        def on_eval(step: int, split: str, results: EvalResults) -> None:
             summary = "  ".join(f"{k} {100 * r['rate']:.0f}%" for k, r in results.items())
-            progress.console.print(f"step {step}: {summary}")
+            progress.console.print(f"step {step} ({split}): {summary}")
 
         with progress:
             result = train(config, context, store=store, resume=args.resume, on_step=on_step, on_eval=on_eval)

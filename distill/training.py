@@ -1,11 +1,13 @@
 """A whole distillation run: load models, evaluate, step, checkpoint, resume, log, plot, record.
 
 ``train(config, context)`` is what ``python -m distill.run`` calls; library users call it directly.
-Evaluation (greedy, on ``config.eval_split``) runs before the first step, every ``eval_every`` steps
-and after the last one, in three columns: the student without the context (what distillation should
+Evaluation is greedy, in three columns: the student without the context (what distillation should
 raise), the student with the context (at step 0: the in-context baseline), and the student on a second
-env (``ood_env``: does it keep what it could do?). With ``eval_cache`` the start model's evaluation is
-looked up (``distill.eval_cache``) instead of repeated. Resuming a finished run returns its results.
+env (``ood_env``: does it keep what it could do?). The test split (``config.eval_split``) is measured
+only before the first step and after the last; the evaluations every ``eval_every`` steps use
+``config.monitor_split`` (validation), also before and after so that its curve has both ends. Nothing
+is chosen on the test split. With ``eval_cache`` the start model's evaluations are looked up
+(``distill.eval_cache``) instead of repeated. Resuming a finished run returns its results.
 """
 
 from __future__ import annotations
@@ -16,17 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from accelerate import PartialState
-
 from agents.agent import Agent, Context
 from agents.evaluate import pass_rate
 from agents.llm import SamplingParams
-from agents.models import load_model
-from distill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from agents.models import load_model, resolve_device
+from distill.checkpoint import load_checkpoint, resume_point, save_checkpoint
 from distill.config import DistillConfig
 from distill.eval_cache import EvalCache, EvalResults, evaluation_key
 from distill.plots import plot_run
-from distill.trainer import Distiller
+from distill.trainer import Distiller, make_accelerator
 from experience_store import ExperienceStore
 
 
@@ -66,8 +66,8 @@ class TrainingResult:
     metrics_path: Path
 
 
-def evaluate(distiller: Distiller, config: DistillConfig) -> EvalResults:
-    """Greedy pass rates of the current student: without context, with it, and on the OOD env."""
+def evaluate(distiller: Distiller, config: DistillConfig, split: str) -> EvalResults:
+    """Greedy pass rates of the current student on ``split``: without context, with it, and on the OOD env."""
     llm = distiller.llm(distiller.student)
     params = SamplingParams(max_new_tokens=config.eval_max_new_tokens, temperature=0.0)
     columns: list[tuple[str, str, Context | None]] = [
@@ -79,7 +79,7 @@ def evaluate(distiller: Distiller, config: DistillConfig) -> EvalResults:
     results: EvalResults = {}
     for name, env, context in columns:
         agent = Agent(llm, params, context, config.max_prompt_tokens)
-        results[name] = pass_rate(agent, env, config.eval_split, config.eval_tasks).as_dict()
+        results[name] = pass_rate(agent, env, split, config.eval_tasks).as_dict()
     return results
 
 
@@ -90,26 +90,29 @@ def train(
     store: ExperienceStore | None = None,
     resume: bool = False,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
-    on_eval: Callable[[int, EvalResults], None] | None = None,
+    on_eval: Callable[[int, str, EvalResults], None] | None = None,
 ) -> TrainingResult:
     """Run (or resume) a distillation run as ``config`` says; see the module docstring.
 
-    Under ``accelerate launch`` every process samples its own episodes and gradients are averaged
-    (``Distiller.step``); the main process alone evaluates, checkpoints and records.
+    Under ``accelerate launch`` every process samples its own episodes on its own device and the loss is
+    the mean over all processes' tokens (``Distiller.backward``); the main process alone evaluates,
+    checkpoints and records.
     """
     config.configure_env()
-    state = PartialState(cpu=config.device == "cpu")  # joins the process group when launched by accelerate
-    device = str(state.device) if state.num_processes > 1 and config.device != "cpu" else config.device
+    device = resolve_device(config.device)  # no GPU: a one-line error before anything is read or written
+    checkpoint = resume_point(config, context) if resume else None  # other settings: refused before loading
+    accelerator = make_accelerator(device)  # joins the process group when launched by accelerate
+    if accelerator.num_processes > 1 and device != "cpu":
+        device = str(accelerator.device)  # this process's own GPU
     student, tokenizer = load_model(config.model, dtype=config.dtype, device=device)  # type: ignore[arg-type]
     teacher = teacher_tokenizer = None
     if config.teacher:
         teacher, teacher_tokenizer = load_model(config.teacher, dtype=config.dtype, device=device)  # type: ignore[arg-type]
-    distiller = Distiller(config, student, tokenizer, context, teacher, teacher_tokenizer)
+    distiller = Distiller(config, student, tokenizer, context, teacher, teacher_tokenizer, accelerator)
     log = MetricsLog(config.out_dir / "metrics.jsonl")
-    is_main = state.is_main_process
+    is_main = accelerator.is_main_process
 
     run_id: str | None = None
-    checkpoint = latest_checkpoint(config.out_dir) if resume else None
     if checkpoint is not None:
         run_id = load_checkpoint(distiller, checkpoint).get("run_id")
         if is_main:
@@ -117,11 +120,11 @@ def train(
     elif log.records():
         if not resume:
             raise FileExistsError(f"{config.out_dir} holds an earlier run; pass --resume to continue it or choose another --out-dir")
-        state.wait_for_everyone()
+        accelerator.wait_for_everyone()
         if is_main:  # killed before its first checkpoint: nothing to resume, start over
             log.keep_until(-1)
     finished_before = checkpoint is not None and distiller.step_count >= config.steps
-    state.wait_for_everyone()  # every process has checked before the main one writes
+    accelerator.wait_for_everyone()  # every process has checked before the main one writes
     if store is not None and run_id is None and is_main:
         run_id = store.create_run({**config.to_dict(), "context_id": context.id, "context_kind": context.kind})
 
@@ -134,21 +137,27 @@ def train(
 
     cache = EvalCache(config.eval_cache) if config.eval_cache is not None else None
 
-    def evaluation(step: int) -> None:
+    def evaluation(step: int, split: str) -> None:
         if not is_main:
             return
         if cache is not None and step == 0:  # the start model: the same for every run with this key
-            results, cached = cache.lookup(evaluation_key(config, context), lambda: evaluate(distiller, config))
+            key = evaluation_key(config, context, split)
+            results, cached = cache.lookup(key, lambda: evaluate(distiller, config, split))
         else:
-            results, cached = evaluate(distiller, config), False
-        record(step, {f"eval/{name}": r["rate"] for name, r in results.items()})
-        log.append({"step": step, "eval_detail": results, "from_cache": cached})
+            results, cached = evaluate(distiller, config, split), False
+        record(step, {f"eval_{split}/{name}": r["rate"] for name, r in results.items()})
+        log.append({"step": step, "split": split, "eval_detail": results, "from_cache": cached})
         if on_eval:
-            on_eval(step, results)
+            on_eval(step, split, results)
+
+    # The test split before and after only; the monitoring split also at both ends when it has a curve.
+    monitored = bool(config.eval_every) and config.monitor_split != config.eval_split
+    end_splits = [config.eval_split, *([config.monitor_split] if monitored else [])]
 
     try:
         if distiller.step_count == 0:
-            evaluation(0)
+            for split in end_splits:
+                evaluation(0, split)
         while distiller.step_count < config.steps:
             metrics = distiller.step()
             step = distiller.step_count
@@ -156,20 +165,21 @@ def train(
             if on_step:
                 on_step(step, metrics)
             if config.eval_every and step % config.eval_every == 0 and step < config.steps:
-                evaluation(step)
+                evaluation(step, config.monitor_split)
             if is_main and config.save_every and step % config.save_every == 0 and step < config.steps:
                 save_checkpoint(distiller, config.out_dir, {"run_id": run_id})
         if finished_before:
             final = checkpoint  # its final evaluation is in the log already
         else:
-            evaluation(distiller.step_count)
+            for split in end_splits:
+                evaluation(distiller.step_count, split)
             final = save_checkpoint(distiller, config.out_dir, {"run_id": run_id}) if is_main else config.out_dir
     except BaseException as err:
         if store is not None and run_id is not None and is_main:
             store.finish_run(run_id, "cancelled" if isinstance(err, KeyboardInterrupt) else "failed")
         raise
 
-    details = [r for r in log.records() if "eval_detail" in r]
+    details = [r for r in log.records() if "eval_detail" in r and r["split"] == config.eval_split]
     before, after = details[0]["eval_detail"], details[-1]["eval_detail"]
     if is_main:
         plot_run(log.records(), config.out_dir)

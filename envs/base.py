@@ -116,6 +116,8 @@ class TextEnv(gym.Env[str, str]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[str, dict[str, Any]]:
         super().reset(seed=seed)
+        if options is not None and not isinstance(options, Mapping):
+            raise ValueError(f"options must be a dict such as {{'split': 'test', 'index': 0}}, got {options!r}")
         split, index = self.select_task(options)
         observation, info = self._reset_task(split, index)
         info = {"split": split, "index": index, "success": False, **info}

@@ -1,6 +1,6 @@
 """Names for environments: ``envs.make(name)``, ``envs.register(...)``, ``envs.names()``.
 
-Every env has a short name (``math``) and a versioned Gymnasium id (``opcd/Math-v0``); both work in
+Every env has a short name (``math``) and a versioned Gymnasium id (``opcd/Math-v1``); both work in
 ``make`` and in every CLI, and the Gymnasium id also works with ``gymnasium.make``. A ``module:Class``
 path works too, and installed packages can add envs through the ``opcd.envs`` entry-point group
 (``name = "package.module:EnvClass"``), so a researcher's env is usable by name without editing this
@@ -9,9 +9,11 @@ project.
 
 from __future__ import annotations
 
+import collections.abc
 import importlib
 import importlib.metadata
 import json
+import typing
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -125,15 +127,36 @@ def configure(name: str, **kwargs: Any) -> EnvSpec:
 
     This is how the CLIs' ``--env-args max_steps=10`` reaches every ``make(name)`` of a run without
     renaming the env (the store keeps one name per env). The arguments are checked by building the env
-    once: an argument the env does not take, or a bad value, is a ``ValueError`` naming both.
+    once: an argument the env does not take, or a bad value, is a ``ValueError`` naming both. A single
+    string for an argument annotated as a sequence of strings is a one-element tuple (``families=arithmetic``).
     """
     env_spec = spec(name)
+    factory = env_spec.load()
+    kwargs = {key: _as_declared(factory, key, value) for key, value in kwargs.items()}
     merged = {**env_spec.kwargs, **kwargs}
     try:
-        env_spec.load()(**merged).close()
+        factory(**merged).close()
     except (TypeError, ValueError) as error:
         raise ValueError(f"env {env_spec.name!r} rejected arguments {kwargs}: {error}") from error
     return register(env_spec.name, env_spec.entry_point, gym_id=env_spec.gym_id, override=True, **merged)
+
+
+_NAME_SEQUENCES = (collections.abc.Sequence, collections.abc.Iterable, list, tuple)
+
+
+def _as_declared(factory: Callable[..., TextEnv], key: str, value: Any) -> Any:
+    """``value``, or ``(value,)`` where ``factory`` takes a sequence of names and ``value`` is one name
+    (``--env-args families=arithmetic``: one family, not the letters of its name)."""
+    if not isinstance(value, str):
+        return value
+    try:
+        hint = typing.get_type_hints(factory.__init__ if isinstance(factory, type) else factory).get(key)
+    except (NameError, TypeError):  # annotations this module cannot evaluate: take the value as it is
+        return value
+    for option in (hint, *typing.get_args(hint)):  # X, or each member of X | None
+        if typing.get_origin(option) in _NAME_SEQUENCES and typing.get_args(option)[:1] == (str,):
+            return (value,)
+    return value
 
 
 def parse_env_args(pairs: Iterable[str]) -> dict[str, Any]:

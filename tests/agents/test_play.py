@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import pytest
+
+import agents.play
+from agents.play import main
 from experience_store import ExperienceStore
 
 
@@ -61,10 +66,11 @@ def test_ctrl_c_keeps_every_finished_episode(tiny_model_dir: str, tmp_path: Path
         stdout, stderr = process.communicate(timeout=60)
     finally:
         process.kill()
-    assert process.returncode == 0, stderr
-    assert "interrupted" in stdout
+    assert process.returncode == 130, stderr  # like every CLI of the project
+    assert "Traceback" not in stderr
     kept = stored(store)
     assert 3 <= len(kept) < 1000
+    assert f"interrupted: this run stored {len(kept)} episodes" in " ".join(stdout.split())  # the true count
     assert all(e.turns for e in kept)
 
 
@@ -80,6 +86,98 @@ def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
     result = play("--env", "math", "--model", "no-such-model", "--store", str(tmp_path / "exp.db"))
     assert result.returncode == 2
     assert "no-such-model" in result.stderr and "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "exp.db").exists()  # checked before the store is created
+
+
+def play_here(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    """Run the CLI in this process (no interpreter start-up); returns (exit code, stdout, stderr)."""
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, " ".join(err.split())  # rich wraps long lines
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--episodes", "0"], "--episodes must be >= 1, got 0"),
+        (["--episodes", "-3"], "--episodes must be >= 1, got -3"),
+        (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
+        (["--temperature", "nan"], "--temperature must be a finite number >= 0 (0 = greedy), got nan"),
+        (["--temperature", "-1"], "--temperature must be a finite number >= 0"),
+        (["--top-p", "inf"], "--top-p must be a finite number in (0, 1], got inf"),
+        (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1, got 0"),
+    ],
+)
+def test_a_number_out_of_range_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flags: list[str], message: str
+) -> None:
+    code, _, stderr = play_here(capsys, "--env", "math", "--store", str(tmp_path / "exp.db"), *flags)
+    assert code == 2 and message in stderr and "Traceback" not in stderr
+    assert not (tmp_path / "exp.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("", "is empty"),
+        (" \n\t\n", "is empty"),
+        (b"\x89PNG\r\n\x1a\n\xff\xfe", "is not UTF-8 text"),
+        (b"rules\x00\x00", "is not text: it holds NUL bytes"),
+        (None, "is a directory"),
+    ],
+)
+def test_a_bad_context_file_is_named_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | bytes | None, message: str
+) -> None:
+    context = tmp_path / "context.txt"
+    if content is None:
+        context.mkdir()
+    elif isinstance(content, bytes):
+        context.write_bytes(content)
+    else:
+        context.write_text(content)
+    code, _, stderr = play_here(capsys, "--env", "math", "--context", str(context), "--store", str(tmp_path / "exp.db"))
+    assert code == 2 and f"context file {context} {message}" in stderr
+    assert not (tmp_path / "exp.db").exists()
+
+
+def test_a_broken_model_folder_is_named_before_the_store_is_created(
+    tiny_model_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, broken)
+    (broken / "config.json").write_text("{broken")
+    code, _, stderr = play_here(capsys, "--env", "math", "--model", str(broken), "--store", str(tmp_path / "exp.db"))
+    assert code == 2 and f"model folder {broken}: config.json is not readable JSON" in stderr
+    assert not (tmp_path / "exp.db").exists()
+
+
+def test_the_store_is_opened_before_the_model_loads(
+    tiny_model_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def load_llm(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the model loaded before the store was opened")
+
+    monkeypatch.setattr(agents.play, "load_llm", load_llm)
+    (tmp_path / "file").write_text("")
+    store = tmp_path / "file" / "exp.db"  # a store that cannot be created, even by root
+    code, _, stderr = play_here(capsys, "--env", "math", "--model", tiny_model_dir, "--store", str(store))
+    assert code == 2 and "exp.db" in stderr and "Traceback" not in stderr
+
+
+def test_ctrl_c_while_the_model_loads_exits_130_without_a_traceback(
+    tiny_model_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def load_llm(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(agents.play, "load_llm", load_llm)
+    code, stdout, stderr = play_here(capsys, "--env", "math", "--model", tiny_model_dir, "--store", str(tmp_path / "exp.db"))
+    assert code == 130 and "this run stored 0 episodes" in stdout and "Traceback" not in stdout + stderr
 
 
 def test_eval_reports_with_and_without_context_and_records_it(tiny_model_dir: str, tmp_path: Path) -> None:
@@ -88,11 +186,26 @@ def test_eval_reports_with_and_without_context_and_records_it(tiny_model_dir: st
     result = play("--env", "qa", "--model", tiny_model_dir, "--eval", "--split", "test", "--episodes", "2",
                   "--context", str(context), "--store", str(store), "--max-new-tokens", "3")
     assert result.returncode == 0, result.stderr
-    assert "with context" in result.stdout and "none" in result.stdout
+    assert "with context" in result.stdout and "none" in result.stdout and "McNemar" in result.stdout
     with ExperienceStore.open(store, readonly=True) as s:
         (run,) = s.runs()
         assert set(run.evaluation) == {"none", "with context"} and run.evaluation["none"]["n"] == 2
+        assert run.evaluation["none"]["outcomes"].keys() == run.evaluation["with context"]["outcomes"].keys()
         assert len(list(s.episodes(split="test"))) == 4
+
+
+def test_eval_plays_each_task_once_and_collection_repeats_them(tiny_model_dir: str, tmp_path: Path) -> None:
+    """FrozenLake's test split holds 4 maps: --eval --episodes 6 plays those 4; plain play plays 6."""
+    store = tmp_path / "exp.db"
+    common = ("--env", "frozenlake", "--model", tiny_model_dir, "--split", "test", "--episodes", "6",
+              "--store", str(store), "--max-new-tokens", "2")  # fmt: skip
+    result = play(*common, "--eval")
+    assert result.returncode == 0, result.stderr
+    with ExperienceStore.open(store, readonly=True) as s:
+        assert len({e.task_id for e in s.episodes(split="test")}) == len(list(s.episodes(split="test"))) == 4
+    assert play(*common).returncode == 0
+    with ExperienceStore.open(store, readonly=True) as s:
+        assert len(list(s.episodes(split="test"))) == 4 + 6
 
 
 def test_human_play_from_the_keyboard(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ recorded, each round's model is the previous round's checkpoint, and a stopped l
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from distill.loop import main
 from distill.presets import PRESETS, expand
 from distill.rounds import LoopConfig, run_rounds
 from experience_store import ExperienceStore
+from experience_store.records import KnowledgeItem, KnowledgeSet
 
 
 def configs(model: str, out: Path, rounds: int) -> tuple[DistillConfig, LoopConfig]:
@@ -29,6 +31,14 @@ def test_rounds_chain_models_and_resume(writer_dir: str, tmp_path: Path) -> None
     with ExperienceStore.open(tmp_path / "exp.db") as store:
         first = run_rounds(*configs(writer_dir, out, rounds=1), store)
         assert [r.round for r in first] == [1] and first[0].model == writer_dir
+        state = (out / "loop.json").read_text()
+        base, loop = configs(writer_dir, out, rounds=2)
+        changed = dataclasses.replace(base, model="other-model", steps=2)
+        with pytest.raises(ValueError, match=f"--model {writer_dir} -> other-model; --steps 1 -> 2 "):
+            run_rounds(changed, loop, store)  # finished rounds were made with the start model and 1 step
+        with pytest.raises(ValueError, match="--reflect-budget 128 -> 64"):
+            run_rounds(base, dataclasses.replace(loop, reflect_budget=64), store)
+        assert (out / "loop.json").read_text() == state
         phases: list[tuple[int, str]] = []
         both = run_rounds(*configs(writer_dir, out, rounds=2), store, on_phase=lambda r, p: phases.append((r, p)))
         assert phases == [(2, "collect"), (2, "reflect"), (2, "distill")]  # round 1 was not redone
@@ -42,6 +52,15 @@ def test_rounds_chain_models_and_resume(writer_dir: str, tmp_path: Path) -> None
         assert loop_run.status == "completed" and [s for s, _ in loop_run.metrics["after/student"]] == [1, 2]
     state = json.loads((out / "loop.json").read_text())
     assert [r["round"] for r in state["rounds"]] == [1, 2]
+
+
+def test_a_selected_set_written_by_another_model_is_refused(writer_dir: str, tmp_path: Path) -> None:
+    with ExperienceStore.open(tmp_path / "exp.db") as store:
+        item = KnowledgeItem("Read the question twice.", env_id="qa", model="other-model", round=1)
+        store.add_knowledge_set(KnowledgeSet("qa", [item], token_count=6, round=1, selected=True))
+        with pytest.raises(ValueError, match=r"round 1 .* was written by other-model, not by this round's model"):
+            run_rounds(*configs(writer_dir, tmp_path / "loop", rounds=1), store)
+        assert not (tmp_path / "loop" / "round-1").exists()  # nothing distilled from it
 
 
 def test_cli_prints_the_round_table(writer_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

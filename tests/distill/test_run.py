@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -56,7 +57,10 @@ def test_end_to_end(tiny_model_dir: str, tmp_path: Path, capsys: pytest.CaptureF
 
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if "train/loss" in r] == [1, 2]
-    assert [r["step"] for r in records if "eval_detail" in r] == [0, 1, 2]
+    # The test split before and after only; validation (the monitoring split) at every evaluation.
+    evaluations = [(r["step"], r["split"]) for r in records if "eval_detail" in r]
+    assert evaluations == [(0, "test"), (0, "validation"), (1, "validation"), (2, "test"), (2, "validation")]
+    assert "McNemar" in stdout and "p=1" in stdout and "+0/-0 of 2" in stdout  # paired changes (nothing learnt)
     with ExperienceStore.open(store, readonly=True) as s:
         (run,) = s.runs()
     assert run.status == "completed" and run.checkpoint_path == str(checkpoint)
@@ -137,3 +141,73 @@ def test_context_kind_places_a_context_file(tiny_model_dir: str, tmp_path: Path,
     with ExperienceStore.open(tmp_path / "exp.db", readonly=True) as s:
         (run,) = s.runs()
     assert (run.config["context_kind"], run.config["context_id"]) == ("traces", str(traces))
+
+
+def test_resume_refuses_other_settings_in_one_line(tiny_model_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out, store = tmp_path / "run", tmp_path / "exp.db"
+    args = tiny_run_args(tiny_model_dir, out, store, steps=1)
+    assert distill(capsys, *args)[0] == 0
+    written = {path: path.read_bytes() for path in [*out.rglob("*"), store] if path.is_file()}
+    other_context = [*args[: args.index("handbook")], "system_prompt", *args[args.index("handbook") + 1 :]]
+    code, _, stderr = distill(capsys, *other_context, "--lr", "5e-3", "--seed", "3", "--resume")
+    stderr = " ".join(stderr.split())  # rich wraps long lines
+    assert code == 2 and "cannot resume" in stderr and "Traceback" not in stderr
+    assert "--lr 0.0001 -> 0.005; --seed 0 -> 3; context handbook sha256:" in stderr and "-> system_prompt sha256:" in stderr
+    code, _, stderr = distill(capsys, *args, "--steps", "2", "--dtype", "bfloat16", "--resume")
+    assert code == 2 and "--dtype float32 -> bfloat16" in " ".join(stderr.split())
+    assert {path: path.read_bytes() for path in [*out.rglob("*"), store] if path.is_file()} == written  # untouched
+
+    allowed = ["--eval-every", "0", "--save-every", "0", "--eval-cache", str(tmp_path / "cache.json"), "--max-batch-tokens", "512"]
+    code, _, stderr = distill(capsys, *args, "--steps", "2", *allowed, "--resume")  # these cannot change what is trained
+    assert code == 0, stderr
+    assert (out / "latest").read_text() == "step-000002"
+    code, _, stderr = distill(capsys, *args, "--steps", "1", "--resume")
+    assert code == 2 and "--steps 1 is below the checkpoint's step 2" in " ".join(stderr.split())
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--temperature", "nan", "temperature must be a finite number > 0"),
+        ("--lr", "inf", "lr must be a finite number > 0, got inf"),
+        ("--top-p", "0", "top_p must be a finite number in (0, 1], got 0.0"),
+        ("--weight-decay", "-1", "weight_decay must be a finite number >= 0, got -1.0"),
+        ("--grad-clip", "nan", "grad_clip must be a finite number > 0, got nan"),
+        ("--episodes-per-step", "0", "episodes_per_step must be >= 1, got 0"),
+    ],
+)
+def test_a_number_out_of_range_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, message: str
+) -> None:
+    code, _, stderr = distill(capsys, "--env", "qa", "--env-context", "handbook", "--store", str(tmp_path / "exp.db"),
+                              "--out-dir", str(tmp_path / "run"), flag, value)  # fmt: skip
+    assert code == 2 and message in " ".join(stderr.split()) and "Traceback" not in stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("content", "message"), [("", "is empty"), (b"\x00\x01binary", "is not text: it holds NUL bytes"), (None, "is a directory")])
+def test_a_bad_context_file_is_named_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | bytes | None, message: str
+) -> None:
+    context = tmp_path / "context.txt"
+    if content is None:
+        context.mkdir()
+    else:
+        context.write_bytes(content.encode() if isinstance(content, str) else content)
+    for source in ("--context", "--system-prompt"):
+        code, _, stderr = distill(capsys, "--env", "qa", source, str(context), "--store", str(tmp_path / "exp.db"),
+                                  "--out-dir", str(tmp_path / "run"))  # fmt: skip
+        assert code == 2 and f"context file {context} {message}" in " ".join(stderr.split())
+    assert list(tmp_path.iterdir()) == [context]
+
+
+def test_a_broken_model_folder_is_named_before_anything_is_written(
+    tiny_model_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model)
+    weights = model / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    code, _, stderr = distill(capsys, *tiny_run_args(str(model), tmp_path / "run", tmp_path / "exp.db"))
+    assert code == 2 and f"model folder {model}: model.safetensors is not a complete safetensors file" in " ".join(stderr.split())
+    assert list(tmp_path.iterdir()) == [model]

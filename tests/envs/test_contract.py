@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from typing import Any
 
 import gymnasium
@@ -48,7 +49,7 @@ def task_ids(env: TextEnv, split: str) -> list[str]:
 def test_registry_knows_the_builtin_envs() -> None:
     assert set(BUILTIN) <= set(envs.names())
     for name in BUILTIN:
-        assert envs.spec(name).gym_id.startswith("opcd/") and envs.spec(name).gym_id.endswith("-v0")
+        assert re.fullmatch(r"opcd/\w+-v\d+", envs.spec(name).gym_id)
         assert envs.spec(envs.spec(name).gym_id).name == name
 
 
@@ -65,7 +66,7 @@ def test_check_env(env: TextEnv) -> None:
 
 
 def test_gymnasium_make_by_id() -> None:
-    made = gymnasium.make("opcd/Math-v0")
+    made = gymnasium.make("opcd/Math-v1")
     observation, info = made.reset(seed=3)
     assert isinstance(observation, str) and info["task_id"]
     made.close()
@@ -100,6 +101,8 @@ def test_bad_task_selection_is_a_clear_error(env: TextEnv) -> None:
         env.reset(options={"split": "dev"})
     with pytest.raises(ValueError, match="index"):
         env.reset(options={"split": "test", "index": env.split_sizes["test"]})
+    with pytest.raises(ValueError, match="options must be a dict"):
+        env.reset(options=["split", "test"])  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("action", ADVERSARIAL_ACTIONS, ids=lambda a: repr(a)[:20])
@@ -181,6 +184,17 @@ def test_configure_changes_an_envs_defaults_for_every_make() -> None:
         assert envs.make("sokoban-short").max_turns == 2  # a rejected change leaves the defaults alone
     finally:
         envs.unregister("sokoban-short")
+
+
+def test_a_single_name_configures_an_env_that_takes_names() -> None:
+    envs.register("math-one", "envs.math_env:MathEnv", override=True)
+    try:
+        envs.configure("math-one", **envs.parse_env_args(["families=arithmetic", "level=1"]))
+        assert envs.spec("math-one").kwargs["families"] == ("arithmetic",)
+        made = envs.make("math-one")
+        assert made.reset(options={"split": "test", "index": 0})[1]["task_id"].startswith("arithmetic")
+    finally:
+        envs.unregister("math-one")
 
 
 def test_parse_env_args_reads_json_values_and_keeps_words() -> None:
