@@ -1,15 +1,28 @@
-"""Pass rates with confidence intervals: how well an agent does on a split of an env's tasks."""
+"""Pass rates with confidence intervals, and paired comparisons of two evaluations on the same tasks.
+
+An evaluation plays each task of a split at most once: asking for more tasks than the split holds gives
+the whole split (n is always the number of distinct tasks). Two evaluations of the same tasks (before
+and after training, a method against the base model, with and without a context) are compared task by
+task: the paired difference with a 95% interval (Bonett-Price) and the exact McNemar p-value, which count
+only the tasks whose outcome changed. Unpaired intervals on the two rates would be far too wide for
+this (they ignore that the same tasks were played), and repeats of a task would make them too narrow.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
 import envs
 from agents.agent import Agent
 from agents.records import Episode
 from agents.rollout import RolloutStats, Task, collect_episodes
+
+log = logging.getLogger(__name__)
+_capped: set[tuple[str, str, int]] = set()  # (env, split, asked) already reported as capped
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -25,10 +38,17 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
 
 @dataclass(frozen=True)
 class PassRate:
-    """Successes out of n episodes, with a 95% Wilson interval."""
+    """Successes out of n distinct tasks, with a 95% Wilson interval and each task's outcome by task id."""
 
     successes: int
     n: int
+    outcomes: Mapping[str, bool] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_dict(cls, record: Mapping[str, Any]) -> PassRate:
+        """The inverse of ``as_dict`` (records written before outcomes were kept have none)."""
+        outcomes = {str(k): bool(v) for k, v in record.get("outcomes", {}).items()}
+        return cls(int(record["successes"]), int(record["n"]), outcomes)
 
     @property
     def rate(self) -> float:
@@ -42,15 +62,103 @@ class PassRate:
         low, high = self.interval
         return f"{100 * self.rate:.1f}% [{100 * low:.0f}, {100 * high:.0f}] (n={self.n})"
 
+    def as_dict(self) -> dict[str, Any]:
+        low, high = self.interval
+        return {"rate": self.rate, "low": low, "high": high, "successes": self.successes, "n": self.n,
+                "outcomes": {k: int(v) for k, v in self.outcomes.items()}}  # fmt: skip
+
+
+def mcnemar_exact_p(gained: int, lost: int) -> float:
+    """Two-sided exact McNemar p-value: the binomial test of ``gained`` vs ``lost`` discordant tasks at 1/2."""
+    discordant = gained + lost
+    if discordant == 0:
+        return 1.0
+    tail = sum(math.comb(discordant, i) for i in range(min(gained, lost) + 1)) / 2**discordant
+    return min(1.0, 2 * tail)
+
+
+def paired_interval(gained: int, lost: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% interval for p_after - p_before of n paired binary outcomes (Bonett and Price 2012).
+
+    ``gained``: tasks failed before and passed after; ``lost``: the reverse. A Wald interval on the
+    discordant proportions, each with one success and one failure added (n + 2), one of the intervals
+    recommended by Fagerland, Lydersen and Laake (2014): it keeps a width when no task changed (where
+    Newcombe's hybrid interval can collapse to a point) and stays inside [-1, 1].
+    """
+    if n == 0:
+        return -1.0, 1.0
+    up, down = (gained + 1) / (n + 2), (lost + 1) / (n + 2)
+    centre = up - down
+    half = z * math.sqrt(max(0.0, (up + down - centre**2) / (n + 2)))
+    return max(-1.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """``after`` minus ``before`` on the same n tasks: the difference, its 95% interval, McNemar's p."""
+
+    n: int
+    both: int
+    gained: int
+    lost: int
+    neither: int
+
+    @property
+    def difference(self) -> float:
+        return (self.gained - self.lost) / self.n if self.n else 0.0
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return paired_interval(self.gained, self.lost, self.n)
+
+    @property
+    def p_value(self) -> float:
+        return mcnemar_exact_p(self.gained, self.lost)
+
+    @property
+    def significant(self) -> bool:
+        """The interval excludes 0 (the p-value is then small too; "no measured effect" otherwise)."""
+        low, high = self.interval
+        return low > 0 or high < 0
+
+    def __str__(self) -> str:
+        """``+6.7 [+1, +12] p=0.031``: points, the 95% interval, the exact McNemar p-value."""
+        low, high = self.interval
+        return f"{100 * self.difference:+.1f} [{100 * low:+.0f}, {100 * high:+.0f}] p={self.p_value:.2g}"
+
+    @property
+    def counts(self) -> str:
+        """Tasks gained and lost of n: ``+4/-1 of 30``."""
+        return f"+{self.gained}/-{self.lost} of {self.n}"
+
     def as_dict(self) -> dict[str, float]:
         low, high = self.interval
-        return {"rate": self.rate, "low": low, "high": high, "successes": self.successes, "n": self.n}
+        return {"difference": self.difference, "low": low, "high": high, "p_value": self.p_value, "n": self.n,
+                "gained": self.gained, "lost": self.lost}  # fmt: skip
+
+
+def paired_difference(before: PassRate, after: PassRate) -> PairedDifference:
+    """Compare two evaluations task by task; they must hold outcomes for exactly the same tasks."""
+    if not before.outcomes or before.outcomes.keys() != after.outcomes.keys():
+        only = sorted(set(before.outcomes) ^ set(after.outcomes))[:3]
+        raise ValueError(
+            "a paired comparison needs both evaluations' outcomes on the same tasks"
+            + (f" (tasks in one only: {', '.join(only)})" if only else " (no per-task outcomes recorded)")
+        )
+    counts = {(True, True): 0, (False, True): 0, (True, False): 0, (False, False): 0}
+    for task, passed in before.outcomes.items():
+        counts[(passed, after.outcomes[task])] += 1
+    return PairedDifference(len(before.outcomes), counts[(True, True)], counts[(False, True)],
+                            counts[(True, False)], counts[(False, False)])  # fmt: skip
 
 
 def evaluation_tasks(env_name: str, split: str, num_tasks: int) -> list[Task]:
-    """The first ``num_tasks`` tasks of ``split`` (cycling through a split smaller than that)."""
+    """The first ``num_tasks`` tasks of ``split``, each once: all of them when the split holds fewer."""
     size = envs.make(env_name).split_sizes[split]
-    return [Task(split, i % size) for i in range(num_tasks)]
+    if num_tasks > size and (env_name, split, num_tasks) not in _capped:
+        _capped.add((env_name, split, num_tasks))
+        log.warning("%s %s holds %d distinct tasks: evaluating all %d (not %d)", env_name, split, size, size, num_tasks)
+    return [Task(split, i) for i in range(min(num_tasks, size))]
 
 
 def pass_rate(
@@ -63,8 +171,8 @@ def pass_rate(
     on_episode: Callable[[Episode], None] | None = None,
     stats: RolloutStats | None = None,
 ) -> PassRate:
-    """Play the first ``num_tasks`` tasks of ``split`` once each; count successes."""
-    successes = n = 0
+    """Play the first ``num_tasks`` tasks of ``split`` once each (at most the whole split); count successes."""
+    outcomes: dict[str, bool] = {}
     episodes = collect_episodes(
         lambda: envs.make(env_name),
         agent,
@@ -74,7 +182,9 @@ def pass_rate(
         stats=stats,
     )
     for episode in episodes:
-        successes, n = successes + episode.success, n + 1
+        if episode.task_id in outcomes:
+            raise ValueError(f"{env_name} {split}: two tasks share the task id {episode.task_id!r}")
+        outcomes[episode.task_id] = bool(episode.success)
         if on_episode:
             on_episode(episode)
-    return PassRate(successes, n)
+    return PassRate(sum(outcomes.values()), len(outcomes), outcomes)

@@ -47,7 +47,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from agents.evaluate import wilson_interval  # noqa: E402
+from agents.evaluate import PassRate, paired_difference, wilson_interval  # noqa: E402
 from distill.eval_cache import locked  # noqa: E402
 
 GAME_ENVS = ("addition", "sokoban")  # Tables 1-2: experiential knowledge on math and on a text game
@@ -303,7 +303,8 @@ def evaluations(run: Path) -> tuple[dict[str, Any], dict[str, Any]] | None:
     path = run / "metrics.jsonl"
     if not path.exists():
         return None
-    details = [json.loads(line)["eval_detail"] for line in path.read_text().splitlines() if '"eval_detail"' in line]
+    records = [json.loads(line) for line in path.read_text().splitlines() if '"eval_detail"' in line]
+    details = [r["eval_detail"] for r in records if r.get("split", "test") == "test"]
     return (details[0], details[-1]) if len(details) >= 2 else None
 
 
@@ -325,6 +326,18 @@ class Results:
             seconds += self.done.get(job.name, {}).get("seconds", 0.0)
         return Cell(rates, seconds)
 
+    def change(self, name: str, start: tuple[str, str], end: tuple[str, str]) -> str:
+        """The paired change from one evaluation of run ``name`` to another (``(when, column)`` each) on the
+        same tasks, seed by seed: the difference, its 95% interval and the exact McNemar p-value."""
+        parts = []
+        for job, evaluations in self.runs(name):
+            first, last = (PassRate.from_dict(evaluations[w == "after"][c]) for w, c in (start, end))
+            if not first.outcomes:
+                return "— (run predates per-task outcomes)"
+            seed = job.name.rsplit("seed", 1)[1]
+            parts.append(f"seed {seed}: {paired_difference(first, last)}")
+        return "; ".join(parts) if parts else "(not run yet)"
+
     def command(self, name: str) -> str:
         job = self.plan.jobs.get(f"{name}-seed0")
         seeds = "{" + ",".join(str(seed) for seed in range(self.plan.s.seeds)) + "}"
@@ -340,8 +353,14 @@ def method_table(results: Results, prefix: str, env: str, title: str) -> tuple[l
          results.cell(f"{prefix}-offpolicy", "after", "ood")),
         ("OPCD", results.cell(f"{prefix}-opcd", "after", "student"), results.cell(f"{prefix}-opcd", "after", "ood")),
     ]  # fmt: skip
-    lines = [f"### {title}", "", f"| method | {env} (test) | {ood} (OOD) |", "|---|---|---|"]
-    lines += [f"| {label} | {cell.text()} | {ood_cell.text() if ood_cell else '—'} |" for label, cell, ood_cell in rows]
+    base = ("before", "student")
+    changes = ["", results.change(f"{prefix}-opcd", base, ("before", "student_with_context")),
+               results.change(f"{prefix}-offpolicy", base, ("after", "student")),
+               results.change(f"{prefix}-opcd", base, ("after", "student"))]  # fmt: skip
+    lines = [f"### {title}", "", f"| method | {env} (test) | {ood} (OOD) | {env}: paired change from base |",
+             "|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {label} | {cell.text()} | {ood_cell.text() if ood_cell else '—'} | {change} |"
+              for (label, cell, ood_cell), change in zip(rows, changes)]  # fmt: skip
     seconds = results.cell(f"{prefix}-opcd", "after", "student").seconds + results.cell(f"{prefix}-offpolicy", "after", "student").seconds
     lines += ["", f"Commands: `{results.command(prefix + '-opcd')}`; the off-policy row: `--method offpolicy`. "
               f"Distillation wall time, all seeds: {seconds / 60:.0f} min.", ""]  # fmt: skip
@@ -384,13 +403,16 @@ def report(plan: Plan, ledger: Ledger, path: Path, tables: set[int]) -> None:
         f"that workers ran side by side) on {platform.machine()} {platform.system()}, "
         f"{os.cpu_count()} CPU cores, no GPU, OMP_NUM_THREADS per job: {threads}. "
         "Model: SmolLM2-135M-Instruct (fp32, LoRA r=16, lr 1e-4, full-vocabulary reverse KL, temperature 0.7, "
-        f"{s.steps} steps of 4 episodes). Evaluation: greedy, the first {s.eval_tasks} tasks of each env's test "
-        "split. A cell is the pass rate in %: where seeds differ, the mean over seeds ± the half-width of a 95% "
+        f"{s.steps} steps of 4 episodes). Evaluation: greedy, the first {s.eval_tasks} distinct tasks of each env's "
+        "test split (a split with fewer is evaluated whole). A cell is the pass rate in %: where seeds differ, the mean over seeds ± the half-width of a 95% "
         "t-interval over seeds; where every seed gave the same value (untrained cells under greedy decoding, or "
         "one seed so far), that value with a 95% Wilson interval over the tasks; the figures' error bars are "
         "the same intervals. Base and in-context cells are the start model's evaluation, measured once per env "
         "and context and shared by the runs (`--eval-cache`). The paper's figures (Qwen3/Llama models of "
-        "1.7-8B parameters, thousands of test items) are beside ours for the direction of each effect, not the size.",
+        "1.7-8B parameters, thousands of test items) are beside ours for the direction of each effect, not the size. "
+        "A paired change compares two evaluations on the same tasks, seed by seed: the difference in points with "
+        "its 95% interval (Bonett-Price), the exact McNemar p-value, and the tasks gained and lost; an interval "
+        "that holds 0 is no measured effect.",
         "",
     ]
     if 1 in tables:
@@ -424,6 +446,10 @@ def report(plan: Plan, ledger: Ledger, path: Path, tables: set[int]) -> None:
                   f"| closed book, before | {before.text()} | {ood_before.text()} |",
                   f"| open book (handbook in context) | {open_book.text()} | — |",
                   f"| closed book, after OPCD | {after.text()} | {ood_after.text()} |", "",
+                  "Paired changes on the same test questions: open book against closed book "
+                  f"{results.change('qa-handbook-opcd', ('before', 'student'), ('before', 'student_with_context'))}; "
+                  "after OPCD against before "
+                  f"{results.change('qa-handbook-opcd', ('before', 'student'), ('after', 'student'))}.", "",
                   f"Command: `{results.command('qa-handbook-opcd')}`; {after.seconds / 60:.0f} min.", ""]  # fmt: skip
     if 5 in tables:
         frozen = results.cell("addition-opcd", "after", "student")
@@ -433,6 +459,9 @@ def report(plan: Plan, ledger: Ledger, path: Path, tables: set[int]) -> None:
                   "| teacher | addition (test), after OPCD |", "|---|---|",
                   f"| frozen initial model (default) | {frozen.text()} |",
                   f"| the live student itself (`--teacher-mode live`) | {live.text()} |", "",
+                  "Paired changes from the start model: frozen "
+                  f"{results.change('addition-opcd', ('before', 'student'), ('after', 'student'))}; live "
+                  f"{results.change('addition-live-opcd', ('before', 'student'), ('after', 'student'))}.", "",
                   f"Command: `{results.command('addition-live-opcd')}`; {live.seconds / 60:.0f} min.", ""]  # fmt: skip
     if 6 in tables:
         cells = {
@@ -446,6 +475,10 @@ def report(plan: Plan, ledger: Ledger, path: Path, tables: set[int]) -> None:
                   "Paper (Qwen3-8B math): 75.1 without / 70.5 raw traces / 77.4 extracted knowledge / 79.7 knowledge "
                   "+ OPCD.", "", "| condition | addition (test) |", "|---|---|"]  # fmt: skip
         lines += [f"| {label} | {cell.text()} |" for label, cell in cells.items()]
+        lines += ["", "Paired changes from without experience: raw traces in context "
+                  f"{results.change('addition-traces-opcd', ('before', 'student'), ('before', 'student_with_context'))}; "
+                  "extracted knowledge in context "
+                  f"{results.change('addition-opcd', ('before', 'student'), ('before', 'student_with_context'))}.", ""]
         lines += ["", f"Command (traces): `{results.command('addition-traces-opcd')}`.", ""]
         lines += bar_figure(figures / "table6-addition.png", "addition: traces vs knowledge", cells)
     lines += ["## Every job", "", "| job | wall time | command |", "|---|---|---|"]
@@ -461,7 +494,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="1: Tables 1-2, 3: Tables 3-4 and the handbook, 5: Table 5, 6: Table 6")  # fmt: skip
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20, help="OPCD steps per run")
-    parser.add_argument("--eval-tasks", type=int, default=30)
+    parser.add_argument("--eval-tasks", type=int, default=200, help="distinct test tasks per evaluation")
     parser.add_argument("--episodes", type=int, default=32, help="train episodes collected for reflect")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--out", type=Path, default=Path("runs/reproduce"))

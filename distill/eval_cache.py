@@ -18,11 +18,12 @@ from typing import Any
 from agents.agent import Context
 from distill.config import DistillConfig
 
-EvalResults = dict[str, dict[str, float]]  # column -> PassRate.as_dict()
+EvalResults = dict[str, dict[str, Any]]  # column -> PassRate.as_dict()
 
 # What an evaluation of the start model depends on; seed, method, steps and the teacher do not enter it.
-KEY_FIELDS = ("model", "dtype", "device", "backend", "env", "env_args", "ood_env", "eval_split", "eval_tasks",
+KEY_FIELDS = ("model", "dtype", "device", "backend", "env", "env_args", "ood_env", "eval_tasks",
               "eval_max_new_tokens", "max_prompt_tokens")  # fmt: skip
+FORMAT = 2  # results hold each task's outcome (for paired comparisons); entries of older formats are not used
 
 
 @contextmanager
@@ -37,9 +38,10 @@ def locked(path: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def evaluation_key(config: DistillConfig, context: Context) -> str:
-    """A digest of everything the start model's evaluation depends on."""
+def evaluation_key(config: DistillConfig, context: Context, split: str) -> str:
+    """A digest of everything the start model's evaluation on ``split`` depends on."""
     fields: dict[str, Any] = {name: getattr(config, name) for name in KEY_FIELDS}
+    fields["split"], fields["format"] = split, FORMAT
     fields["context"] = [context.kind, context.text]
     folder = Path(config.model)
     if folder.is_dir():  # a checkpoint folder: the same path may later hold other weights

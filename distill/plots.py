@@ -9,11 +9,21 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def _series(records: list[dict[str, Any]], key: str) -> tuple[list[int], list[float]]:
     points = [(r["step"], r[key]) for r in records if key in r]
     return [s for s, _ in points], [v for _, v in points]
+
+
+def _errorbar(ax: Axes, xs: list[int], rates: list[dict[str, Any]], **style: Any) -> None:
+    """Pass rates (``PassRate.as_dict`` records) in percent with their 95% intervals as error bars."""
+    values = [100 * r["rate"] for r in rates]
+    below = [100 * (r["rate"] - r["low"]) for r in rates]
+    above = [100 * (r["high"] - r["rate"]) for r in rates]
+    ax.errorbar(xs, values, yerr=[below, above], marker="o", capsize=3, **style)
 
 
 def plot_run(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
@@ -24,26 +34,31 @@ def plot_run(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     for key, label in (("train/loss", "loss"), ("train/kl_token_mean", "per-token loss (mean)")):
         axes[0].plot(*_series(records, key), label=label)
     axes[0].set_xlabel("step")
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].legend()
     axes[0].set_title("training loss")
     axes[1].plot(*_series(records, "train/student_entropy"), color="tab:green")
     axes[1].set_xlabel("step")
+    axes[1].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[1].set_title("student entropy (nats)")
     fig.tight_layout()
     written.append(out_dir / "training.png")
     fig.savefig(written[-1], dpi=100)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(5, 3.5))
-    labels = {"eval/student": "without context", "eval/student_with_context": "with context", "eval/ood": "OOD env"}
-    for key, label in labels.items():
-        steps, values = _series(records, key)
-        if steps:
-            ax.plot(steps, [100 * v for v in values], marker="o", label=label)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    labels = {"student": "without context", "student_with_context": "with context", "ood": "OOD env"}
+    evaluations = [r for r in records if "eval_detail" in r]
+    for split, style in (("validation", "--"), ("test", "-")):
+        for name, label in labels.items():
+            points = [(r["step"], r["eval_detail"][name]) for r in evaluations if r.get("split") == split and name in r["eval_detail"]]
+            if points:
+                _errorbar(ax, [s for s, _ in points], [p for _, p in points], label=f"{label} ({split})", linestyle=style)
     ax.set_xlabel("step")
-    ax.set_ylabel("pass rate (%)")
+    ax.set_ylabel("pass rate (%, 95% Wilson)")
     ax.set_title("evaluation (greedy)")
-    ax.legend()
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.legend(fontsize=7)
     fig.tight_layout()
     written.append(out_dir / "evaluation.png")
     fig.savefig(written[-1], dpi=100)
@@ -55,15 +70,20 @@ def plot_rounds(rounds: list[dict[str, Any]], out_dir: Path) -> Path:
     """``rounds.png``: test pass rate without / with the context after each round, and mean reply length."""
     numbers = [r["round"] for r in rounds]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    axes[0].plot([0] + numbers, [100 * rounds[0]["before"]["student"]["rate"]] + [100 * r["after"]["student"]["rate"] for r in rounds], marker="o", label="without context")
-    axes[0].plot(numbers, [100 * r["before"]["student_with_context"]["rate"] for r in rounds], marker="s", label="with the round's context (before distilling)")
+    without = [rounds[0]["before"]["student"]] + [r["after"]["student"] for r in rounds]
+    _errorbar(axes[0], [0, *numbers], without, label="without context (round 0: the start model)")
+    _errorbar(axes[0], numbers, [r["before"]["student_with_context"] for r in rounds],
+              label="with the round's context (before distilling)")  # fmt: skip
     if "ood" in rounds[0]["after"]:
-        axes[0].plot(numbers, [100 * r["after"]["ood"]["rate"] for r in rounds], marker="^", label="OOD env")
+        _errorbar(axes[0], [0, *numbers], [rounds[0]["before"]["ood"]] + [r["after"]["ood"] for r in rounds],
+                  label="OOD env")  # fmt: skip
     axes[0].set_xlabel("round")
-    axes[0].set_ylabel("test pass rate (%)")
+    axes[0].set_ylabel("test pass rate (%, 95% Wilson)")
+    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].legend(fontsize=8)
     axes[1].bar(numbers, [r["mean_reply_tokens"] for r in rounds], color="tab:gray")
     axes[1].set_xlabel("round")
+    axes[1].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[1].set_title("mean reply length while collecting (tokens)")
     fig.tight_layout()
     path = Path(out_dir) / "rounds.png"

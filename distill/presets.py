@@ -15,7 +15,7 @@ DEMO = (
     "--rounds", "1", "--episodes", "16", "--reflect-steps", "2", "--reflect-candidates", "2",
     "--reflect-budget", "256", "--validation-tasks", "12",
     "--steps", "20", "--episodes-per-step", "4", "--max-new-tokens", "64",
-    "--eval-every", "0", "--eval-tasks", "30", "--eval-max-new-tokens", "64", "--save-every", "20",
+    "--eval-every", "0", "--eval-tasks", "100", "--eval-max-new-tokens", "64", "--save-every", "20",
 )  # fmt: skip
 
 # The demo scaled up (a few hours on a CPU, minutes on a GPU): three rounds, more practice, every family.
@@ -23,7 +23,7 @@ FULL = (
     "--store", "exp.db", "--out-dir", "runs/loop", "--env", "math", "--ood-env", "qa",
     "--rounds", "3", "--episodes", "64", "--reflect-steps", "8", "--reflect-candidates", "3",
     "--validation-tasks", "40", "--steps", "100", "--episodes-per-step", "8",
-    "--eval-every", "25", "--eval-tasks", "100",
+    "--eval-every", "25", "--eval-tasks", "300",
 )  # fmt: skip
 
 PRESETS: dict[str, tuple[str, ...]] = {"demo": DEMO, "full": FULL}

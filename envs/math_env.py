@@ -24,9 +24,23 @@ from envs.base import SPLITS, TextEnv
 from envs.math_check import TAIL_CHARS, answers_match, extract_answer
 
 LEVELS: tuple[int, ...] = (1, 2, 3)
-# Problems per (family, level) and split: with all six families and three levels that is
-# train 2160, validation 216, test 540.
-PER_FAMILY_LEVEL: dict[str, int] = {"test": 30, "validation": 12, "train": 120}
+# Problems per (family, level) and split, in the order they are drawn. The first three blocks are the
+# original pool (every task of it keeps its split); the later blocks enlarge the evaluation splits so
+# that a 10-point difference can be resolved: every family and level has 100 test problems, and
+# ``addition`` (the demo's env) 500 test and 200 validation. With all six families and three levels:
+# train 2160, validation 216, test 1800.
+SPLIT_BLOCKS: tuple[tuple[str, int], ...] = (("test", 30), ("validation", 12), ("train", 120), ("test", 70))
+EXTRA_BLOCKS: dict[str, tuple[tuple[str, int], ...]] = {"addition": (("test", 400), ("validation", 188))}
+
+
+def per_family_level(family: str) -> dict[str, int]:
+    """Problems per split of one (family, level) of ``family``."""
+    sizes = dict.fromkeys(SPLITS, 0)
+    for split, size in SPLIT_BLOCKS + EXTRA_BLOCKS.get(family, ()):
+        sizes[split] += size
+    return sizes
+
+
 DATASET_SPLIT_TENTHS: tuple[tuple[str, int], ...] = (("train", 8), ("validation", 1), ("test", 1))
 
 INSTRUCTIONS = (
@@ -237,10 +251,10 @@ def _linear_equations(level: int, rng: np.random.Generator) -> tuple[str, str]:
 
 
 def _polynomial_roots(level: int, rng: np.random.Generator) -> tuple[str, str]:
-    if level == 1:
-        r, s = _int(rng, -9, 9), _int(rng, -9, 9)
+    if level == 1:  # roots in -12..12: 300 distinct quadratics (-9..9, before Math-v1, had only 171)
+        r, s = _int(rng, -12, 12), _int(rng, -12, 12)
         while s == r:
-            s = _int(rng, -9, 9)
+            s = _int(rng, -12, 12)
         poly, roots = _poly_mul([-r, 1], [-s, 1]), [Fraction(r), Fraction(s)]
     elif level == 2:
         a, p, r = _int(rng, 2, 5), _nonzero(rng, -9, 9), _int(rng, -9, 9)
@@ -296,17 +310,18 @@ def _family_seed(family: str) -> int:
 
 @lru_cache(maxsize=16)
 def procedural_pool(families: tuple[str, ...], levels: tuple[int, ...]) -> dict[str, tuple[MathTask, ...]]:
-    """The procedural tasks of ``families`` x ``levels`` by split (``PER_FAMILY_LEVEL`` each).
+    """The procedural tasks of ``families`` x ``levels`` by split (``per_family_level`` each).
 
     Problem ``counter`` of a (family, level) comes from ``default_rng([family seed, level, counter])``;
-    texts seen before are skipped; the first unique ones go to test, the next to validation, then train,
-    so the splits are disjoint and a split's tasks do not depend on the others' sizes. Each split is
-    ordered by task id, which mixes the families.
+    texts seen before are skipped; the unique ones are dealt out in ``SPLIT_BLOCKS`` order (then the
+    family's ``EXTRA_BLOCKS``), so the splits are disjoint and a split's tasks do not depend on the
+    others' sizes. Each split is ordered by task id, which mixes the families.
     """
     pool: dict[str, list[MathTask]] = {split: [] for split in SPLITS}
     seen: set[str] = set()
-    quota = sum(PER_FAMILY_LEVEL.values())
     for family in families:
+        blocks = SPLIT_BLOCKS + EXTRA_BLOCKS.get(family, ())
+        quota = sum(size for _, size in blocks)
         for level in levels:
             unique: list[MathTask] = []
             for counter in range(50 * quota):
@@ -320,7 +335,7 @@ def procedural_pool(families: tuple[str, ...], levels: tuple[int, ...]) -> dict[
             else:
                 raise RuntimeError(f"{family} level {level} yields fewer than {quota} distinct problems")
             start = 0
-            for split, size in PER_FAMILY_LEVEL.items():
+            for split, size in blocks:
                 pool[split].extend(unique[start : start + size])
                 start += size
     return {split: tuple(sorted(tasks, key=lambda task: task.task_id)) for split, tasks in pool.items()}
@@ -389,8 +404,9 @@ class MathEnv(TextEnv):
     """Single-turn math: the observation is a problem, the action the model's reply (or just its answer).
 
     Procedural pool: six families (arithmetic, word_problems, fractions, linear_equations,
-    polynomial_roots, derivatives) at levels 1-3, 30 test / 12 validation / 120 train problems per family
-    and level, so with every family and level: train 2160, validation 216, test 540. ``families`` and
+    polynomial_roots, derivatives) at levels 1-3, 100 test / 12 validation / 120 train problems per
+    family and level, so with every family and level: train 2160, validation 216, test 1800 (``addition``,
+    a family chosen by name: 500 / 200 / 120; see ``SPLIT_BLOCKS``). ``families`` and
     ``level`` narrow it. With ``dataset`` (a JSONL file, see ``load_dataset``) the pool is that file.
 
     ``step`` reads the answer out of the reply (``Answer:`` line, ``\\boxed{}``, a bare answer, then

@@ -12,9 +12,12 @@ manufactured by Dornavi Labs?") and 12 two-hop, naming the drug by another attri
 standard dose of the drug manufactured by Dornavi Labs?"): 20 per drug. Distractors are other drugs'
 values of the same attribute (other drug names for reverse questions). The pool is shuffled and cut
 into test (10%), validation (10%) and train (the rest); questions are unique, so the splits are disjoint
-by content while sharing the facts (held-out questions test the knowledge, not a memorised item).
+by content while sharing the facts (held-out questions test the knowledge, not a memorised item). The
+test split also holds 16 statement questions per drug ("Which statement about the drug manufactured by
+Dornavi Labs is true?", the options statements such as "Its standard dose is 20 mg once daily."), so
+that it is large enough to resolve a 10-point difference.
 
-Default size (20 drugs, 4 options): 400 questions, 320 train / 40 validation / 40 test; the handbook is
+Default size (20 drugs, 4 options): 720 questions, 320 train / 40 validation / 360 test; the handbook is
 about 3,000 characters, ~930 SmolLM2 tokens (invented names cost several tokens each); 50 drugs make
 about 7,400 characters, ~2,300 tokens.
 """
@@ -81,17 +84,21 @@ class Attribute:
     ask: str  # a question about {subject}, a drug's name or a description of it
     reverse: str  # "Which drug ..." a question whose answer is the drug with {value}
     describe: str  # names the drug with {value}: "the drug ..."
+    state: str  # a statement about a drug: "It ... {value}."
 
 
 ATTRIBUTES: tuple[Attribute, ...] = (
     Attribute("indication", "treats", "Which condition is {subject} used to treat?",
-              "Which drug is used to treat {value}?", "the drug used to treat {value}"),
+              "Which drug is used to treat {value}?", "the drug used to treat {value}", "It is used to treat {value}."),
     Attribute("dose", "standard dose", "What is the standard dose of {subject}?",
-              "Which drug has a standard dose of {value}?", "the drug with a standard dose of {value}"),
+              "Which drug has a standard dose of {value}?", "the drug with a standard dose of {value}",
+              "Its standard dose is {value}."),
     Attribute("contraindication", "contraindicated in", "In which condition is {subject} contraindicated?",
-              "Which drug is contraindicated in {value}?", "the drug contraindicated in {value}"),
+              "Which drug is contraindicated in {value}?", "the drug contraindicated in {value}",
+              "It is contraindicated in {value}."),
     Attribute("manufacturer", "manufacturer", "Which company manufactures {subject}?",
-              "Which drug is manufactured by {value}?", "the drug manufactured by {value}"),
+              "Which drug is manufactured by {value}?", "the drug manufactured by {value}",
+              "It is manufactured by {value}."),
 )
 
 
@@ -180,11 +187,28 @@ class FormularyDomain:
                         items.append(self._item(attr.ask.format(subject=subject), value, others, drug.name))
         return items
 
+    def _statement_questions(self) -> list[MCQItem]:
+        """Per drug, 16 "Which statement about <drug> is true?" questions: the drug by name or by another
+        attribute's value, one statement per option (the other options: other drugs' values)."""
+        items = []
+        for drug in self.drugs:
+            for attr in ATTRIBUTES:
+                true = attr.state.format(value=drug.facts[attr.key])
+                false = [attr.state.format(value=d.facts[attr.key]) for d in self.drugs if d is not drug]
+                subjects = [drug.name] + [c.describe.format(value=drug.facts[c.key]) for c in ATTRIBUTES if c is not attr]
+                for subject in subjects:
+                    items.append(self._item(f"Which statement about {subject} is true?", true, false, drug.name))
+        return items
+
     def _splits(self) -> dict[str, list[MCQItem]]:
+        """Test first, then validation (a tenth each), train the rest; then every statement question
+        joins test, after the original ones (so the first 10% of test is what it was before QA-v1)."""
         shuffled = HashRng(self.seed, "split").sample(self.questions, len(self.questions))
-        tenth = len(shuffled) // 10  # test first, then validation, train the rest
+        tenth = len(shuffled) // 10
+        statements = self._statement_questions()
+        statements = HashRng(self.seed, "statements").sample(statements, len(statements))
         return {"train": shuffled[2 * tenth:], "validation": shuffled[tenth:2 * tenth],
-                "test": shuffled[:tenth]}
+                "test": shuffled[:tenth] + statements}
 
 
 def _make_drugs(seed: int, count: int) -> tuple[Drug, ...]:

@@ -15,5 +15,6 @@ def test_writes_the_table_and_a_rerun_reuses_the_results(tiny_model_dir: str, tm
     assert len(results.read_text().splitlines()) == 2  # without, and with the worked example
     text = table.read_text()
     assert f"| {tiny_model_dir} | addition | worked_example |" in text and "(n=2)" in text
+    assert "McNemar" in text and " of 2 |" in text  # the gap is paired on the same two tasks
     main(args)
     assert len(results.read_text().splitlines()) == 2  # nothing measured twice

@@ -18,13 +18,15 @@ def test_key_ignores_seed_method_and_steps_but_not_context_tasks_or_weights(tmp_
     folder.mkdir()
     (folder / "weights.bin").write_bytes(b"a")
     config, context = DistillConfig(env="math", model=str(folder)), Context("Check your arithmetic.")
-    key = evaluation_key(config, context)
-    assert key == evaluation_key(dataclasses.replace(config, seed=3, method="offpolicy", steps=7, teacher_mode="live"), context)
-    assert key != evaluation_key(dataclasses.replace(config, eval_tasks=5), context)
-    assert key != evaluation_key(config, Context("Check your arithmetic twice."))
-    assert key != evaluation_key(config, Context("Check your arithmetic.", kind="traces"))
+    key = evaluation_key(config, context, "test")
+    same = dataclasses.replace(config, seed=3, method="offpolicy", steps=7, teacher_mode="live")
+    assert key == evaluation_key(same, context, "test")
+    assert key != evaluation_key(config, context, "validation")
+    assert key != evaluation_key(dataclasses.replace(config, eval_tasks=5), context, "test")
+    assert key != evaluation_key(config, Context("Check your arithmetic twice."), "test")
+    assert key != evaluation_key(config, Context("Check your arithmetic.", kind="traces"), "test")
     (folder / "weights.bin").write_bytes(b"other weights")  # the same path, new weights
-    assert key != evaluation_key(config, context)
+    assert key != evaluation_key(config, context, "test")
 
 
 def test_cache_file_round_trip_and_a_corrupt_file_is_a_clear_error(tmp_path: Path) -> None:

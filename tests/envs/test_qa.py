@@ -32,7 +32,9 @@ def domain() -> FormularyDomain:
 
 
 def questions_digest(domain: FormularyDomain) -> str:
-    blob = {split: [[q.question, list(q.options), q.answer] for q in items]
+    """A digest of the QA-v0 splits: train, validation and the first 40 test questions, in order (QA-v1
+    only appends statement questions to test)."""
+    blob = {split: [[q.question, list(q.options), q.answer] for q in items[: 40 if split == "test" else None]]
             for split, items in domain.splits.items()}
     return hashlib.sha256(json.dumps(blob).encode()).hexdigest()
 
@@ -47,12 +49,12 @@ def write_jsonl(path: Path, records: list[Any]) -> Path:
 
 def test_check_env() -> None:
     check_env(QAEnv(render_mode="ansi"), skip_render_check=False)
-    check_env(gymnasium.make("opcd/QA-v0").unwrapped, skip_render_check=False)
+    check_env(gymnasium.make("opcd/QA-v1").unwrapped, skip_render_check=False)
 
 
 def test_default_sizes_and_surface() -> None:
     env = envs.make("qa")
-    assert env.split_sizes == {"train": 320, "validation": 40, "test": 40}
+    assert env.split_sizes == {"train": 320, "validation": 40, "test": 360}
     assert 1_000 < len(env.handbook) < 6_000
     assert "<answer>" in env.system_prompt and "pharmacology" in env.system_prompt
     assert "<answer>X</answer>" in env.instructions
@@ -103,7 +105,7 @@ def test_adversarial_actions(action: Any) -> None:
 
 def test_more_entities_and_options() -> None:
     env = QAEnv(num_entities=50, num_options=6, domain_seed=3)
-    assert sum(env.split_sizes.values()) == 50 * 20
+    assert sum(env.split_sizes.values()) == 50 * (20 + 16)  # 16 statement questions per drug in test
     observation, _ = env.reset(seed=0)
     assert "F. " in observation and "G. " not in observation
     with pytest.raises(ValueError, match="num_entities"):
@@ -133,7 +135,7 @@ def test_facts_are_consistent(domain: FormularyDomain) -> None:
 
 def test_splits_are_disjoint_and_sized(domain: FormularyDomain) -> None:
     keys = {split: {q.content_key for q in domain.splits[split]} for split in SPLITS}
-    assert [len(keys[s]) for s in SPLITS] == [320, 40, 40]
+    assert [len(keys[s]) for s in SPLITS] == [320, 40, 360]
     assert not keys["train"] & keys["validation"] and not keys["train"] & keys["test"]
     assert not keys["validation"] & keys["test"]
     assert len({q.task_id for q in domain.questions}) == len(domain.questions) == 400

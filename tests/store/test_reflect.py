@@ -124,7 +124,7 @@ def test_parsing_never_fails_and_items_are_clean(text: str) -> None:
 
 
 def test_task_styles() -> None:
-    assert task_style("math") == task_style("opcd/Math-v0") == task_style("qa") == "problem"
+    assert task_style("math") == task_style("opcd/Math-v1") == task_style("qa") == "problem"
     assert task_style("frozenlake") == task_style("sokoban") == task_style("textworld") == "game"
 
 

@@ -113,7 +113,7 @@ def test_config_validation_and_checkpoints() -> None:
 
 
 def test_sample_newest_random_successes_aliases_and_models(store: ExperienceStore) -> None:
-    store.add_episodes([math_episode(10, env="opcd/Math-v0"), math_episode(11, model="other")])
+    store.add_episodes([math_episode(10, env="opcd/Math-v1"), math_episode(11, model="other")])
     store.add_episodes([math_episode(12, split="validation")])
     newest = sample_episodes(store, "math", 3)
     assert [e.task_id for e in newest] == ["t5", "t10", "t11"]  # both names of the env, oldest first
@@ -122,7 +122,7 @@ def test_sample_newest_random_successes_aliases_and_models(store: ExperienceStor
     one = sample_episodes(store, "math", 3, order="random", seed=1)
     assert one == sample_episodes(store, "math", 3, order="random", seed=1)
     assert {e.uuid for e in one} != {e.uuid for e in sample_episodes(store, "math", 3, order="random", seed=2)}
-    assert newest_model(store, "opcd/Math-v0") == "other"
+    assert newest_model(store, "opcd/Math-v1") == "other"
 
 
 def test_no_episodes_is_a_clear_error(store: ExperienceStore) -> None:
