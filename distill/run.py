@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> None:
         for name in filter(None, (config.model, config.teacher)):
             resolve_model(name)  # a missing or broken model is an error before anything is written
         resolve_device(config.device)  # so is a missing GPU
+        if context is None and args.store and not args.store.exists():  # not created just to say so
+            raise ValueError(f"{args.store} does not exist, so it has no selected knowledge set for env "
+                             f"{args.env!r}; pass --context, --system-prompt or --env-context")  # fmt: skip
         store = ExperienceStore.open(args.store) if args.store else None
         context = context or stored_context(args, store)
         progress = Progress(

@@ -14,6 +14,7 @@ import pytest
 
 import agents.play
 from agents.play import main
+from cli import run_main
 from experience_store import ExperienceStore
 
 
@@ -90,14 +91,7 @@ def test_missing_model_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def play_here(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the CLI in this process (no interpreter start-up); returns (exit code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit:
-        code = exit.code if isinstance(exit.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, " ".join(err.split())  # rich wraps long lines
+    return run_main(main, capsys, *args)
 
 
 @pytest.mark.parametrize(

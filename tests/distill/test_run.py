@@ -16,18 +16,12 @@ import torch
 from agents.models import load_model
 from distill.config import add_arguments, from_arguments
 from distill.run import main
+from cli import run_main
 from experience_store import ExperienceStore
 
 
 def distill(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    """Run the CLI in this process (no interpreter start-up); returns (exit code, stdout, stderr)."""
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exit:
-        code = exit.code if isinstance(exit.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
+    return run_main(main, capsys, *args)
 
 
 def tiny_run_args(model: str, out: Path, store: Path, steps: int = 2) -> list[str]:
@@ -117,6 +111,10 @@ def test_missing_context_is_a_clear_error(tmp_path: Path, capsys: pytest.Capture
     code, _, stderr = distill(capsys, "--env", "math", "--store", str(tmp_path / "exp.db"), "--out-dir", str(tmp_path / "run"))
     assert code != 0
     assert "no selected knowledge set" in stderr and "Traceback" not in stderr
+    assert list(tmp_path.iterdir()) == []  # no empty store left behind
+    ExperienceStore.open(tmp_path / "exp.db").close()  # an existing store without a selected set
+    code, _, stderr = distill(capsys, "--env", "math", "--store", str(tmp_path / "exp.db"), "--out-dir", str(tmp_path / "run"))
+    assert code != 0 and "no selected knowledge set" in stderr and "reflect" in stderr
 
 
 def test_env_args_are_parsed_and_a_bad_one_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -150,11 +148,10 @@ def test_resume_refuses_other_settings_in_one_line(tiny_model_dir: str, tmp_path
     written = {path: path.read_bytes() for path in [*out.rglob("*"), store] if path.is_file()}
     other_context = [*args[: args.index("handbook")], "system_prompt", *args[args.index("handbook") + 1 :]]
     code, _, stderr = distill(capsys, *other_context, "--lr", "5e-3", "--seed", "3", "--resume")
-    stderr = " ".join(stderr.split())  # rich wraps long lines
     assert code == 2 and "cannot resume" in stderr and "Traceback" not in stderr
     assert "--lr 0.0001 -> 0.005; --seed 0 -> 3; context handbook sha256:" in stderr and "-> system_prompt sha256:" in stderr
     code, _, stderr = distill(capsys, *args, "--steps", "2", "--dtype", "bfloat16", "--resume")
-    assert code == 2 and "--dtype float32 -> bfloat16" in " ".join(stderr.split())
+    assert code == 2 and "--dtype float32 -> bfloat16" in stderr
     assert {path: path.read_bytes() for path in [*out.rglob("*"), store] if path.is_file()} == written  # untouched
 
     allowed = ["--eval-every", "0", "--save-every", "0", "--eval-cache", str(tmp_path / "cache.json"), "--max-batch-tokens", "512"]
@@ -162,7 +159,7 @@ def test_resume_refuses_other_settings_in_one_line(tiny_model_dir: str, tmp_path
     assert code == 0, stderr
     assert (out / "latest").read_text() == "step-000002"
     code, _, stderr = distill(capsys, *args, "--steps", "1", "--resume")
-    assert code == 2 and "--steps 1 is below the checkpoint's step 2" in " ".join(stderr.split())
+    assert code == 2 and "--steps 1 is below the checkpoint's step 2" in stderr
 
 
 @pytest.mark.parametrize(
@@ -181,7 +178,7 @@ def test_a_number_out_of_range_is_refused_before_anything_is_written(
 ) -> None:
     code, _, stderr = distill(capsys, "--env", "qa", "--env-context", "handbook", "--store", str(tmp_path / "exp.db"),
                               "--out-dir", str(tmp_path / "run"), flag, value)  # fmt: skip
-    assert code == 2 and message in " ".join(stderr.split()) and "Traceback" not in stderr
+    assert code == 2 and message in stderr and "Traceback" not in stderr
     assert list(tmp_path.iterdir()) == []
 
 
@@ -197,7 +194,7 @@ def test_a_bad_context_file_is_named_before_anything_is_written(
     for source in ("--context", "--system-prompt"):
         code, _, stderr = distill(capsys, "--env", "qa", source, str(context), "--store", str(tmp_path / "exp.db"),
                                   "--out-dir", str(tmp_path / "run"))  # fmt: skip
-        assert code == 2 and f"context file {context} {message}" in " ".join(stderr.split())
+        assert code == 2 and f"context file {context} {message}" in stderr
     assert list(tmp_path.iterdir()) == [context]
 
 
@@ -209,5 +206,5 @@ def test_a_broken_model_folder_is_named_before_anything_is_written(
     weights = model / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
     code, _, stderr = distill(capsys, *tiny_run_args(str(model), tmp_path / "run", tmp_path / "exp.db"))
-    assert code == 2 and f"model folder {model}: model.safetensors is not a complete safetensors file" in " ".join(stderr.split())
+    assert code == 2 and f"model folder {model}: model.safetensors is not a complete safetensors file" in stderr
     assert list(tmp_path.iterdir()) == [model]
