@@ -13,7 +13,6 @@ import argparse
 import shlex
 import sys
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -42,32 +41,29 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def rate(result: dict[str, Any]) -> str:
-    return str(PassRate.from_dict(result))
-
-
-def change(before: dict[str, Any], after: dict[str, Any]) -> str:
-    """The paired change from ``before`` to ``after`` on the same tasks: points [95% interval] p=McNemar."""
-    return str(paired_difference(PassRate.from_dict(before), PassRate.from_dict(after)))
-
-
 def rounds_table(results: list[RoundResult], base: DistillConfig) -> Table:
-    """Per round: the start model with and without the round's context, and after OPCD, each compared
-    with the start model without context on the same tasks (paired)."""
-    table = Table(title=f"{base.env}: collect -> reflect -> OPCD, {base.eval_split} split (greedy). Changes: "
-                        "paired on the same tasks, points [95% interval] and exact McNemar p")  # fmt: skip
-    columns = ("round", "base (no context)", "in-context", "in-context - base", "OPCD (no context)", "OPCD - base",
-               "OOD before", "OOD after", "OOD after - before", "reply tokens")  # fmt: skip
-    for column in columns:
-        table.add_column(column, justify="right")
+    """Per round, one row per evaluation: its pass rate and, paired on the same test tasks, its change
+    from the round's start model without context (the OOD env: after against before)."""
+    table = Table(title=f"{base.env}: collect -> reflect -> OPCD, {base.eval_split} split (greedy). Change: paired "
+                        "on the same tasks, points [95% interval] and exact McNemar p")  # fmt: skip
+    for column in ("round", "evaluation", "pass rate [95%]", "change", "tasks"):
+        table.add_column(column, justify="left" if column == "evaluation" else "right")
     for r in results:
-        student, in_context, distilled = r.before["student"], r.before["student_with_context"], r.after["student"]
-        ood = ([rate(r.before["ood"]), rate(r.after["ood"]), change(r.before["ood"], r.after["ood"])]
-               if "ood" in r.after else ["-", "-", "-"])  # fmt: skip
-        table.add_row(
-            str(r.round), rate(student), rate(in_context), change(student, in_context),
-            rate(distilled), change(student, distilled), *ood, f"{r.mean_reply_tokens:.0f}",
-        )
+        start = PassRate.from_dict(r.before["student"])
+        rows = [("start, no context", start, None),
+                ("start, knowledge in context", PassRate.from_dict(r.before["student_with_context"]), start),
+                ("after OPCD, no context", PassRate.from_dict(r.after["student"]), start)]  # fmt: skip
+        if "ood" in r.after:
+            ood = PassRate.from_dict(r.before["ood"])
+            rows += [(f"OOD {base.ood_env}, start", ood, None),
+                     (f"OOD {base.ood_env}, after OPCD", PassRate.from_dict(r.after["ood"]), ood)]  # fmt: skip
+        for label, rate, reference in rows:
+            change = paired_difference(reference, rate) if reference is not None else None
+            table.add_row(str(r.round), label, str(rate), str(change or ""), change.counts if change else "")
+        table.add_section()
+    table.caption = "mean reply tokens while collecting: " + ", ".join(
+        f"round {r.round} {r.mean_reply_tokens:.0f}" for r in results
+    )
     return table
 
 

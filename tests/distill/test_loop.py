@@ -72,6 +72,7 @@ def test_cli_prints_the_round_table(writer_dir: str, tmp_path: Path, capsys: pyt
     ])
     out = " ".join(capsys.readouterr().out.split())  # the table may wrap its headers in a narrow terminal
     assert "OPCD" in out and "OOD" in out and "round 1/1: distill" in out
+    assert "McNemar" in out and "of 2" in out  # each change paired on the same two test tasks
     assert (tmp_path / "loop" / "rounds.png").stat().st_size > 0
 
 
