@@ -67,24 +67,21 @@ def plot_run(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
 
 
 def plot_rounds(rounds: list[dict[str, Any]], out_dir: Path) -> Path:
-    """``rounds.png``: test pass rate without / with the context after each round, and mean reply length."""
+    """``rounds.png``: test pass rates without the context after each round (round 0: the start model), with
+    the round's context before distilling, and the OOD env, each with its 95% Wilson interval."""
     numbers = [r["round"] for r in rounds]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    fig, ax = plt.subplots(figsize=(6, 3.5))
     without = [rounds[0]["before"]["student"]] + [r["after"]["student"] for r in rounds]
-    _errorbar(axes[0], [0, *numbers], without, label="without context (round 0: the start model)")
-    _errorbar(axes[0], numbers, [r["before"]["student_with_context"] for r in rounds],
+    _errorbar(ax, [0, *numbers], without, label="without context (round 0: the start model)")
+    _errorbar(ax, numbers, [r["before"]["student_with_context"] for r in rounds],
               label="with the round's context (before distilling)")  # fmt: skip
     if "ood" in rounds[0]["after"]:
-        _errorbar(axes[0], [0, *numbers], [rounds[0]["before"]["ood"]] + [r["after"]["ood"] for r in rounds],
+        _errorbar(ax, [0, *numbers], [rounds[0]["before"]["ood"]] + [r["after"]["ood"] for r in rounds],
                   label="OOD env")  # fmt: skip
-    axes[0].set_xlabel("round")
-    axes[0].set_ylabel("test pass rate (%, 95% Wilson)")
-    axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[0].legend(fontsize=8)
-    axes[1].bar(numbers, [r["mean_reply_tokens"] for r in rounds], color="tab:gray")
-    axes[1].set_xlabel("round")
-    axes[1].xaxis.set_major_locator(MaxNLocator(integer=True))
-    axes[1].set_title("mean reply length while collecting (tokens)")
+    ax.set_xlabel("round")
+    ax.set_ylabel("test pass rate (%, 95% Wilson)")
+    ax.set_xticks([0, *numbers])
+    ax.legend(fontsize=8)
     fig.tight_layout()
     path = Path(out_dir) / "rounds.png"
     fig.savefig(path, dpi=100)
