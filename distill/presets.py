@@ -6,7 +6,7 @@ A preset is only flags, put before the ones typed, so any of them can be overrid
 
 from __future__ import annotations
 
-# The demo: one round on the default model, sized to finish in about 15 minutes on a 2-core CPU.
+# The demo: one round on the default model, about 20 minutes on a 2-core CPU (100 distinct test sums).
 # Two-digit addition (the ``addition`` env) is where SmolLM2-135M measurably uses an example-style
 # context; QA on invented facts is the out-of-distribution check (does distilling cost anything elsewhere?).
 DEMO = (
