@@ -122,9 +122,9 @@ class PairedDifference:
         return low > 0 or high < 0
 
     def __str__(self) -> str:
-        """``+6.7 [+1, +12] p=0.031``: points, the 95% interval, the exact McNemar p-value."""
+        """``+6.7 [+1.2, +12.1] p=0.031``: points, the 95% interval, the exact McNemar p-value."""
         low, high = self.interval
-        return f"{100 * self.difference:+.1f} [{100 * low:+.0f}, {100 * high:+.0f}] p={self.p_value:.2g}"
+        return f"{100 * self.difference:+.1f} [{100 * low:+.1f}, {100 * high:+.1f}] p={self.p_value:.2g}"
 
     @property
     def counts(self) -> str:

@@ -60,7 +60,7 @@ def test_paired_difference_counts_tasks_by_id() -> None:
     change = paired_difference(before, after)
     assert (change.both, change.gained, change.lost, change.neither) == (1, 2, 1, 0)
     assert change.difference == pytest.approx(0.25) and change.p_value == 1.0 and not change.significant
-    assert str(change) == "+25.0 [-55, +88] p=1" and change.counts == "+2/-1 of 4"
+    assert str(change) == "+25.0 [-55.2, +88.5] p=1" and change.counts == "+2/-1 of 4"
     with pytest.raises(ValueError, match="same tasks"):
         paired_difference(before, PassRate(1, 1, {"a": True}))
     with pytest.raises(ValueError, match="no per-task outcomes"):
