@@ -538,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     command("stats", cmd_stats, "totals, and outcomes per env, split and model")
     episodes = command("episodes", cmd_episodes, "list episodes (the filters combine), oldest first")
-    episodes.add_argument("--env", help="env id as stored, e.g. opcd/Math-v0")
+    episodes.add_argument("--env", help="env name as stored, e.g. math")
     episodes.add_argument("--split", help="train, validation or test")
     outcome = episodes.add_mutually_exclusive_group()
     outcome.add_argument("--success", dest="success", action="store_const", const=True, help="successes only")

@@ -2,7 +2,7 @@
 
 >>> with ExperienceStore.open("exp.db") as store:
 ...     store.add_episodes(episodes)  # one transaction: all of them or none
-...     wins = list(store.episodes(env="opcd/Math-v0", split="train", success=True))
+...     wins = list(store.episodes(env="math", split="train", success=True))
 
 Durability: WAL journal with ``synchronous=FULL`` (once a write call returns, its records survive a
 killed process or a power cut), writes under ``BEGIN IMMEDIATE`` with a busy timeout, foreign keys on.
