@@ -131,11 +131,6 @@ class PairedDifference:
         """Tasks gained and lost of n: ``+4/-1 of 30``."""
         return f"+{self.gained}/-{self.lost} of {self.n}"
 
-    def as_dict(self) -> dict[str, float]:
-        low, high = self.interval
-        return {"difference": self.difference, "low": low, "high": high, "p_value": self.p_value, "n": self.n,
-                "gained": self.gained, "lost": self.lost}  # fmt: skip
-
 
 def paired_difference(before: PassRate, after: PassRate) -> PairedDifference:
     """Compare two evaluations task by task; they must hold outcomes for exactly the same tasks."""

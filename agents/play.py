@@ -156,8 +156,7 @@ def play_with_model(args: argparse.Namespace, agent: Agent, store: ExperienceSto
 def play_human(args: argparse.Namespace, store: ExperienceStore) -> None:
     env = envs.make(args.env)
     console.print(Panel(env.instructions, title="instructions"))
-    for index in range(args.episodes):
-        task = play_tasks(args.env, args.split, index + 1)[index]
+    for index, task in enumerate(play_tasks(args.env, args.split, args.episodes)):
         observation, info = env.reset(options={"split": task.split, "index": task.index})
         episode = Episode(env_id=args.env, task_id=str(info["task_id"]), split=args.split, model="human")
         done = False

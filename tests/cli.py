@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -16,3 +17,11 @@ def run_main(main: Callable[[list[str]], None], capsys: pytest.CaptureFixture[st
         code = exit.code if isinstance(exit.code, int) else 1
     out, err = capsys.readouterr()
     return code, out, " ".join(err.split())
+
+
+def write_context(path: Path, content: str | bytes | None) -> None:
+    """A context file at ``path`` holding ``content`` (text or bytes); ``None`` makes a directory there."""
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content.encode() if isinstance(content, str) else content)

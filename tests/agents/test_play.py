@@ -14,7 +14,7 @@ import pytest
 
 import agents.play
 from agents.play import main
-from cli import run_main
+from cli import run_main, write_context
 from experience_store import ExperienceStore
 
 
@@ -128,12 +128,7 @@ def test_a_bad_context_file_is_named_before_anything_is_written(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | bytes | None, message: str
 ) -> None:
     context = tmp_path / "context.txt"
-    if content is None:
-        context.mkdir()
-    elif isinstance(content, bytes):
-        context.write_bytes(content)
-    else:
-        context.write_text(content)
+    write_context(context, content)
     code, _, stderr = play_here(capsys, "--env", "math", "--context", str(context), "--store", str(tmp_path / "exp.db"))
     assert code == 2 and f"context file {context} {message}" in stderr
     assert not (tmp_path / "exp.db").exists()

@@ -16,7 +16,7 @@ import torch
 from agents.models import load_model
 from distill.config import add_arguments, from_arguments
 from distill.run import main
-from cli import run_main
+from cli import run_main, write_context
 from experience_store import ExperienceStore
 
 
@@ -187,10 +187,7 @@ def test_a_bad_context_file_is_named_before_anything_is_written(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], content: str | bytes | None, message: str
 ) -> None:
     context = tmp_path / "context.txt"
-    if content is None:
-        context.mkdir()
-    else:
-        context.write_bytes(content.encode() if isinstance(content, str) else content)
+    write_context(context, content)
     for source in ("--context", "--system-prompt"):
         code, _, stderr = distill(capsys, "--env", "qa", source, str(context), "--store", str(tmp_path / "exp.db"),
                                   "--out-dir", str(tmp_path / "run"))  # fmt: skip
