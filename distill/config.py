@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
-import types
-import typing
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import envs
 from agents.models import DEFAULT_MODEL
+from common.config import config_field
 
 Method = Literal["opcd", "offpolicy", "sft"]
 TeacherMode = Literal["frozen", "live"]
@@ -27,10 +25,6 @@ FLOAT_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "weight_decay": (lambda v: v >= 0, ">= 0"),
     "grad_clip": (lambda v: v > 0, "> 0"),
 }
-
-
-def config_field(default: Any, help: str, **kwargs: Any) -> Any:
-    return field(default=default, metadata={"help": help, **kwargs})
 
 
 @dataclass
@@ -125,30 +119,3 @@ class DistillConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
-
-
-def add_arguments(parser: argparse.ArgumentParser, cls: type = DistillConfig) -> None:
-    """One ``--flag`` per field of ``cls``, with its help, type, choices and default."""
-    hints = typing.get_type_hints(cls)
-    for f in dataclasses.fields(cls):
-        hint = hints[f.name]
-        flag = "--" + f.name.replace("_", "-")
-        default = f.default
-        if hint is bool:
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=f.metadata["help"])
-            continue
-        args = typing.get_args(hint)
-        if typing.get_origin(hint) in (typing.Union, types.UnionType):  # X | None
-            hint = next(a for a in args if a is not type(None))
-            args = typing.get_args(hint)
-        if typing.get_origin(hint) is tuple:
-            parser.add_argument(flag, nargs="*", default=default, metavar="NAME=VALUE", help=f.metadata["help"])
-            continue
-        choices = list(args) if typing.get_origin(hint) is Literal else None
-        kind = str if choices else hint
-        parser.add_argument(flag, type=kind, choices=choices, default=default, help=f"{f.metadata['help']} (default: {default})")
-
-
-def from_arguments(namespace: argparse.Namespace, cls: type = DistillConfig) -> Any:
-    """Build ``cls`` from the parsed flags that ``add_arguments`` declared."""
-    return cls(**{f.name: getattr(namespace, f.name) for f in dataclasses.fields(cls)})

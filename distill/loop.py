@@ -20,7 +20,8 @@ from rich.table import Table
 import envs
 from agents.evaluate import PassRate, paired_difference
 from agents.models import ModelNotFound
-from distill.config import DistillConfig, add_arguments, from_arguments
+from common.config import add_arguments, from_arguments
+from distill.config import DistillConfig
 from distill.plots import plot_rounds
 from distill.presets import PRESETS, expand
 from distill.rounds import LoopConfig, RoundResult, run_rounds

@@ -34,7 +34,8 @@ from agents.hf_backend import HFBackend
 from agents.llm import SamplingParams
 from agents.rollout import Task, collect_episodes
 from distill.checkpoint import MAY_CHANGE, setting_changes
-from distill.config import DistillConfig, config_field
+from common.config import config_field
+from distill.config import DistillConfig
 from distill.training import EvalResults, train
 from experience_store import ExperienceStore
 from experience_store.knowledge import knowledge_text, llm_token_counter

@@ -23,7 +23,8 @@ import envs
 from agents.agent import Context, context_from_file, env_context
 from agents.evaluate import PassRate, paired_difference
 from agents.models import ModelNotFound, resolve_device, resolve_model
-from distill.config import DistillConfig, add_arguments, from_arguments
+from common.config import add_arguments, from_arguments
+from distill.config import DistillConfig
 from distill.training import EvalResults, train
 from experience_store import ExperienceStore, StoreError
 from experience_store.knowledge import knowledge_text
@@ -48,7 +49,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--store", type=Path, help="experience store: the run is recorded here, and without "
                         "another context source the env's selected knowledge set is the context")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out-dir")
-    add_arguments(parser)
+    add_arguments(parser, DistillConfig)
     return parser.parse_args(argv)
 
 
@@ -107,7 +108,7 @@ def main(argv: list[str] | None = None) -> None:
         args.env = envs.spec(args.env).name  # one name per env in the store, whichever alias was typed
         if args.ood_env:
             args.ood_env = envs.spec(args.ood_env).name
-        config = from_arguments(args)
+        config = from_arguments(args, DistillConfig)
         context = given_context(args)
         for name in filter(None, (config.model, config.teacher)):
             resolve_model(name)  # a missing or broken model is an error before anything is written

@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from agents.models import load_model
-from distill.config import add_arguments, from_arguments
+from common.config import add_arguments, from_arguments
+from distill.config import DistillConfig
 from distill.run import main
 from cli import run_main, write_context
 from experience_store import ExperienceStore
@@ -119,8 +120,8 @@ def test_missing_context_is_a_clear_error(tmp_path: Path, capsys: pytest.Capture
 
 def test_env_args_are_parsed_and_a_bad_one_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    config = from_arguments(parser.parse_args(["--env", "sokoban", "--env-args", "max_turns=3", "rules=full"]))
+    add_arguments(parser, DistillConfig)
+    config = from_arguments(parser.parse_args(["--env", "sokoban", "--env-args", "max_turns=3", "rules=full"]), DistillConfig)
     assert config.env_args == ("max_turns=3", "rules=full") and config.to_dict()["env_args"] == ("max_turns=3", "rules=full")
     code, _, stderr = distill(
         capsys, "--env", "qa", "--env-context", "handbook", "--env-args", "turns=3", "--out-dir", str(tmp_path / "run")
