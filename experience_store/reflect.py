@@ -7,8 +7,13 @@ those are the rules the agent must infer by playing, which the paper strips), fo
 paper gives math no correctness label). Items come back on lines starting ``- EXPERIENCE ITEM:``;
 ``parse_items`` reads them out of whatever the model wrote.
 
-One worked example (a made-up episode and its items) precedes the request: without it the default
-135M model never writes the marker; with it, it does. An item that copies the example is dropped.
+One worked example precedes the request: without it the default 135M model never writes the marker;
+with it, it does, and it copies and perturbs what it is shown. So each env has its own example, in its
+own observation format, with items that are true (``EXAMPLES``; an env not listed gets its style's,
+``STYLE_EXAMPLES``), and an item that copies the example shown is dropped.
+
+Where a task has both a success and a failure, ``with_contrasts`` pairs them (ExpeL's comparison): the
+extractor sees both traces and writes what made the difference.
 """
 
 from __future__ import annotations
@@ -47,26 +52,158 @@ TEMPLATES: dict[TaskStyle, str] = {
         'Write each on its own line, starting with "- EXPERIENCE ITEM:".'
     ),
 }
+# ExpeL's comparison: a success and a failure on the same task, and what made the difference.
+CONTRAST_TEMPLATES: dict[TaskStyle, str] = {
+    "problem": (
+        "Here are two answers you gave to the same problem: the first succeeded, the second failed.\n\n"
+        "SUCCESSFUL ATTEMPT\n{success}\n\nFAILED ATTEMPT\n{failure}\n\n"
+        "What did the successful answer do that the failed one did not? Write 1 to 3 short, general insights "
+        "that will help you solve other problems of this kind, not the numbers or details of this problem.\n"
+        'Write each insight on its own line, starting with "- EXPERIENCE ITEM:".'
+    ),
+    "game": (
+        "Here are two logs of the same game: the first was won, the second lost. Its rules were not fully "
+        "explained: work them out from what happened.\n\nWON GAME\n{success}\n\nLOST GAME\n{failure}\n\n"
+        "What did the winning moves do that the losing ones did not? Write 1 or 2 short, general rules or "
+        "strategies of this game that will help you win on other maps, not details of this one.\n"
+        'Write each on its own line, starting with "- EXPERIENCE ITEM:".'
+    ),
+}
 
 
 @dataclass(frozen=True)
 class Example:
-    """A made-up episode, rendered, and the items a good answer gives for it."""
+    """A made-up episode, rendered as ``render_trace`` renders a real one, and the items a good answer gives."""
 
     trace: str
     result: str
     feedback: str
+    items: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ContrastExample:
+    """A made-up success and failure on one task, and the items that say what made the difference."""
+
+    success: Example
+    failure: Example
     items: tuple[str, ...]
 
 
-EXAMPLES: dict[TaskStyle, Example] = {
-    "problem": Example(
-        trace="Problem:\nWhat is 3/4 + 1/8?\n\nYour answer:\n3/4 + 1/8 = 4/12 = 1/3\nAnswer: 1/3",
+def _lake(*rows: str) -> str:
+    """A FrozenLake observation's board, as the env renders it: one string per row, one character a cell
+    (``g`` is the player on the goal)."""
+    rule = "+" + "-----+" * len(rows[0])
+    cells = {" ": "     ", "P": "  P  ", "H": "  H  ", "G": "  G  ", "g": " P/G "}
+    lines = [rule]
+    for row in rows:
+        lines += ["|" + "|".join(cells[c] for c in row) + "|", rule]
+    actions = "[up], [down], [left], [right], [w], [a], [s], [d]"
+    return "Current Board:\n\n" + "\n".join(lines) + f"\n\nAvailable Actions: {actions}"
+
+
+def _sokoban(*rows: str) -> str:
+    """A Sokoban observation's board, as the env renders it (one string per row, cells separated by spaces)."""
+    return "Current Board:\n\n" + "\n".join(rows) + "\n\nAvailable Moves: up, down, left, right"
+
+
+_LAKE = ("P  ", " H ", " HG")
+_BOX = ("# # # # # #", "# _ _ _ _ #", "# _ X P _ #", "# _ _ _ _ #", "# _ _ O _ #", "# # # # # #")
+_BOX_AT_WALL = ("# # # # # #", "# _ _ _ _ #", "# X P _ _ #", "# _ _ _ _ #", "# _ _ O _ #", "# # # # # #")
+_BOX_AT_WALL_2 = ("# # # # # #", "# _ _ _ _ #", "# X _ _ _ #", "# _ P _ _ #", "# _ _ O _ #", "# # # # # #")
+
+# Per env (by its short name): a made-up episode in the env's own observation format, and items that are
+# TRUE and general. The small model copies and perturbs what it is shown, so the example must be about
+# the env in front of it (a fractions example shown before addition became "multiply the numerators").
+EXAMPLES: dict[str, Example] = {
+    "addition": Example(
+        trace="Problem:\nWhat is 58 + 67?\n\nYour answer:\n58 + 67 = 115\nAnswer: 115",
         result="failure",
-        feedback="Incorrect: the answer read from your reply was 1/3",
+        feedback="Incorrect: the answer read from your reply was 115",
         items=(
-            "To add fractions, first rewrite them over a common denominator; never add the denominators.",
-            "Check that the result has a sensible size before giving the final answer.",
+            "Add the ones digits first; when they make 10 or more, write the last digit and carry 1 to the tens.",
+            "Add the tens digits and the carried 1 together, then check the sum by adding the numbers again.",
+        ),
+    ),
+    "math": Example(
+        trace="Problem:\nCompute (6 + 4) × 3.\n\nYour answer:\n6 + 4 × 3 = 6 + 12 = 18\nAnswer: 18",
+        result="failure",
+        feedback="Incorrect: the answer read from your reply was 18",
+        items=(
+            "Work out the part in parentheses first, then multiply or divide, then add or subtract.",
+            "Copy the problem exactly as written before computing, keeping every sign and parenthesis.",
+        ),
+    ),
+    "qa": Example(
+        trace=(
+            "Problem:\nQuestion: Which condition is Velmoprazine used to treat?\n\nA. Kestro fever\nB. Lumab "
+            "disease\nC. Orvin deficiency\nD. Tarsel blight\n\nReply with <answer>X</answer>, where X is one of "
+            "A, B, C, D.\n\nYour answer:\nVelmoprazine is linked to Orvin deficiency.\n<answer>C</answer>"
+        ),
+        result="failure",
+        feedback="Incorrect: you chose C; the answer is B (Lumab disease).",
+        items=(
+            "Answer from the line of the drug's entry that the question asks about: a condition it is "
+            "contraindicated in is not a condition it treats.",
+            "End the reply with the letter of the chosen option in the form <answer>X</answer>.",
+        ),
+    ),
+    "frozenlake": Example(
+        trace=(
+            f"Turn 1\nGame:\n{_lake(*_LAKE)}\nYou:\nI go down first. [down]\n\n"
+            f"Turn 2\nGame:\nYou moved down to position (1, 0).\n{_lake('   ', 'PH ', ' HG')}\n"
+            "You:\nThe goal is to the right. [right]"
+        ),
+        result="failure",
+        feedback=f"You moved right to position (1, 1).\nYou fell into a hole! Game over.\n{_lake('   ', ' P ', ' HG')}",
+        items=(
+            "H is a hole: moving onto an H ends the game, so check the next cell before every move.",
+            "G is the goal: plan a path of empty cells to it that goes around every H.",
+        ),
+    ),
+    "sokoban": Example(
+        trace=(
+            f"Turn 1\nGame:\n{_sokoban(*_BOX)}\nYou:\nThe box X is to my left. [left]\n\n"
+            f"Turn 2\nGame:\nYou pushed a box while moved [left].\n{_sokoban(*_BOX_AT_WALL)}\nYou:\n[down]"
+        ),
+        result="failure",
+        feedback=(
+            "You moved [down].\nThe turn limit has been reached. You did not solve the puzzle.\n"
+            + _sokoban(*_BOX_AT_WALL_2)
+        ),
+        items=(
+            "To push a box X towards the goal O, first stand next to it on the side away from O, then move towards O.",
+            "A box cannot be pulled: a box pushed against a wall can only slide along that wall.",
+        ),
+    ),
+    "textworld": Example(
+        trace=(
+            "Turn 1\nGame:\n-= Pantry =-\nYou are in a pantry. You see a type P box here.\n\nThere is a type P "
+            "key on the floor.\nYou:\nI will open the box.\nAction: open type P box\n\n"
+            "Turn 2\nGame:\nYou have to unlock the type P box with the type P key first.\n"
+            "You:\nAction: unlock type P box with type P key"
+        ),
+        result="failure",
+        feedback="You need to take the type P key first.",
+        items=(
+            "A locked container or door must be unlocked with its key before it can be opened.",
+            "Take a key before using it: unlock works only with a key that you are carrying.",
+        ),
+    ),
+}
+
+# For a researcher's new env: one example per task style, general enough to be true of most tasks.
+STYLE_EXAMPLES: dict[TaskStyle, Example] = {
+    "problem": Example(
+        trace=(
+            "Problem:\nA box holds 4 rows of 6 eggs. How many eggs are in 3 boxes?\n\n"
+            "Your answer:\n4 + 6 + 3 = 13\nAnswer: 13"
+        ),
+        result="failure",
+        feedback="Incorrect: the answer read from your reply was 13",
+        items=(
+            "Work out what each number in the problem stands for before choosing the operation.",
+            "Check that the answer has a sensible size for the question before giving it.",
         ),
     ),
     "game": Example(
@@ -82,6 +219,127 @@ EXAMPLES: dict[TaskStyle, Example] = {
         ),
     ),
 }
+
+_SUM = "Problem:\nWhat is 58 + 67?\n\nYour answer:\n"
+_ARITHMETIC = "Problem:\nCompute (3 + 5) × 4.\n\nYour answer:\n"
+_QUESTION = (
+    "Problem:\nQuestion: Which condition is Velmoprazine contraindicated in?\n\nA. Kestro fever\nB. Lumab "
+    "disease\nC. Orvin deficiency\nD. Tarsel blight\n\nReply with <answer>X</answer>, where X is one of A, B, C, "
+    "D.\n\nYour answer:\n"
+)
+CONTRAST_EXAMPLES: dict[str, ContrastExample] = {
+    "addition": ContrastExample(
+        Example(_SUM + "58 + 67 = 58 + 60 + 7 = 118 + 7 = 125\nAnswer: 125", "success", "Correct."),
+        Example(_SUM + "58 + 67 = 115\nAnswer: 115", "failure", "Incorrect: the answer read from your reply was 115"),
+        items=(
+            "Add in two steps, first the tens of the second number and then its ones, so that no carry is lost.",
+        ),
+    ),
+    "qa": ContrastExample(
+        Example(_QUESTION + "Velmoprazine: contraindicated in Orvin deficiency.\n<answer>C</answer>", "success",
+                "Correct: the answer is C (Orvin deficiency)."),
+        Example(_QUESTION + "Velmoprazine treats Lumab disease.\n<answer>B</answer>", "failure",
+                "Incorrect: you chose B; the answer is C (Orvin deficiency)."),
+        items=(
+            "Find which line of the drug's entry the question asks about (treats, dose, contraindicated in, "
+            "manufacturer) and answer from that line only.",
+        ),
+    ),
+}
+STYLE_CONTRAST_EXAMPLES: dict[TaskStyle, ContrastExample] = {
+    "problem": ContrastExample(
+        Example(_ARITHMETIC + "(3 + 5) × 4 = 8 × 4 = 32\nAnswer: 32", "success", "Correct."),
+        Example(_ARITHMETIC + "3 + 5 × 4 = 3 + 20 = 23\nAnswer: 23", "failure",
+                "Incorrect: the answer read from your reply was 23"),
+        items=(
+            "Keep the problem exactly as written: dropping the parentheses changed the order of the operations.",
+            "Work out the part in parentheses first, then multiply.",
+        ),
+    ),
+    "game": ContrastExample(
+        Example(
+            "Turn 1\nGame:\n# _ P _ G #\nYou:\n[right]\n\nTurn 2\nGame:\nYou moved right.\n# _ _ P G #\nYou:\n[right]",
+            "success", "You moved right. You reached the goal!\n# _ _ _ P #",
+        ),
+        Example(
+            "Turn 1\nGame:\n# _ P _ G #\nYou:\n[right]\n\nTurn 2\nGame:\nYou moved right.\n# _ _ P G #\nYou:\n[left]",
+            "failure", "The turn limit was reached.\n# _ P _ G #",
+        ),
+        items=("Keep moving towards the goal while the moves work; turning back wastes the turns that are left.",),
+    ),
+}
+
+
+def _env_name(env: str) -> str | None:
+    """The registered short name of ``env`` (either name form), or None for an env not registered here."""
+    try:
+        return envs.spec(env).name
+    except KeyError:
+        return None
+
+
+def example_for(env: str, style: TaskStyle) -> Example:
+    """The worked example shown before extracting from an episode of ``env``: its own, else its style's."""
+    return EXAMPLES.get(_env_name(env) or "", STYLE_EXAMPLES[style])
+
+
+def contrast_example_for(env: str, style: TaskStyle) -> ContrastExample:
+    """The worked example shown before a contrast of ``env``: its own, else its style's."""
+    return CONTRAST_EXAMPLES.get(_env_name(env) or "", STYLE_CONTRAST_EXAMPLES[style])
+
+
+def _task_key(episode: Episode) -> tuple[str, str]:
+    return (_env_name(episode.env_id) or episode.env_id, episode.task_id)
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """A success and a failure on the same task (same env and ``task_id``), extracted from together."""
+
+    success: Episode
+    failure: Episode
+
+    def __post_init__(self) -> None:
+        if not self.success.success or self.failure.success:
+            raise ValueError("a contrast needs a successful episode and a failed one, in that order")
+        if _task_key(self.success) != _task_key(self.failure):
+            raise ValueError(
+                f"a contrast needs one task, got {_task_key(self.success)} and {_task_key(self.failure)}"
+            )
+
+    @property
+    def episodes(self) -> tuple[Episode, Episode]:
+        return (self.success, self.failure)
+
+
+Source = Episode | Contrast
+
+
+def with_contrasts(episodes: Sequence[Episode]) -> list[Source]:
+    """``episodes`` with the newest success and newest failure of each task that has both made one ``Contrast``.
+
+    The order is kept: a contrast stands where the newer of its two episodes stood (newer by
+    ``created_at``, ties to the later position), and the older one leaves its place. Every other
+    episode, another success or failure of a paired task included, stays a single source.
+    """
+    newest: dict[tuple[tuple[str, str], bool], int] = {}  # (task, success) -> position of its newest
+    for position, episode in enumerate(episodes):
+        key = (_task_key(episode), episode.success)
+        best = newest.get(key)
+        if best is None or episode.created_at >= episodes[best].created_at:
+            newest[key] = position
+    placed: dict[int, Contrast] = {}
+    absorbed: set[int] = set()
+    for (task, success), position in newest.items():
+        if not success or (task, False) not in newest:
+            continue
+        failed = newest[(task, False)]
+        later, earlier = sorted(
+            (position, failed), key=lambda i: (episodes[i].created_at, i), reverse=True
+        )
+        placed[later] = Contrast(episodes[position], episodes[failed])
+        absorbed.add(earlier)
+    return [placed.get(i, episode) for i, episode in enumerate(episodes) if i not in absorbed]
 
 MAX_ITEM_CHARS = 300  # a longer "item" is a ramble, not a short transferable rule
 MIN_ITEM_WORDS = 3
@@ -159,17 +417,49 @@ def _request(style: TaskStyle, trace: str, outcome: str) -> str:
 
 
 def extraction_messages(
-    episode: Episode, style: TaskStyle, options: ExtractionOptions = ExtractionOptions()
+    source: Source, style: TaskStyle, options: ExtractionOptions = ExtractionOptions()
 ) -> list[Message]:
-    """The chat that asks the model for knowledge items about ``episode``, after the style's worked example."""
-    example = EXAMPLES[style]
+    """The chat that asks the model for knowledge items about ``source``, after a worked example of its env.
+
+    An episode gets the style's template after its env's example (``example_for``); a ``Contrast`` gets
+    both traces, each with its outcome, after its env's contrast example (``contrast_example_for``).
+    """
+    if isinstance(source, Contrast):
+        return _contrast_messages(source, style, options)
+    example = example_for(source.env_id, style)
     example_outcome = "" if options.withhold_outcome else _outcome(example.result, example.feedback)
-    trace = render_trace(episode, style, options)
+    trace = render_trace(source, style, options)
     return [
         {"role": "system", "content": SYSTEM},
         {"role": "user", "content": _request(style, example.trace, example_outcome)},
-        {"role": "assistant", "content": "\n".join(f"{ITEM_MARKER} {item}" for item in example.items)},
-        {"role": "user", "content": _request(style, trace, render_outcome(episode, options))},
+        {"role": "assistant", "content": _answer(example.items)},
+        {"role": "user", "content": _request(style, trace, render_outcome(source, options))},
+    ]
+
+
+def _answer(items: Sequence[str]) -> str:
+    return "\n".join(f"{ITEM_MARKER} {item}" for item in items)
+
+
+def _contrast_messages(contrast: Contrast, style: TaskStyle, options: ExtractionOptions) -> list[Message]:
+    if options.withhold_outcome:
+        raise ValueError("a contrast shows which attempt succeeded: it cannot withhold the outcome")
+    example = contrast_example_for(contrast.success.env_id, style)
+
+    def request(success: str, failure: str) -> str:
+        return CONTRAST_TEMPLATES[style].format(success=success, failure=failure)
+
+    def side(episode: Episode) -> str:
+        return f"{render_trace(episode, style, options)}\n{render_outcome(episode, options)}"
+
+    def example_side(side_example: Example) -> str:
+        return f"{side_example.trace}\n{_outcome(side_example.result, side_example.feedback)}"
+
+    return [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": request(example_side(example.success), example_side(example.failure))},
+        {"role": "assistant", "content": _answer(example.items)},
+        {"role": "user", "content": request(side(contrast.success), side(contrast.failure))},
     ]
 
 
@@ -242,25 +532,33 @@ class Extractor:
     round: int = 0
     copies: Similarity = field(default_factory=Containment)  # (item, example item) -> a copy?
 
-    def extract(
-        self, episodes: Sequence[Episode], *, env_id: str, seed: int
-    ) -> list[list[KnowledgeItem]]:
-        """Items about each episode, in order, each with its source episode, model, round, seed and step."""
-        if not episodes:
+    def extract(self, sources: Sequence[Source], *, env_id: str, seed: int) -> list[list[KnowledgeItem]]:
+        """Items about each source, in order, each with its source episodes, model, round, seed and step.
+
+        A ``Contrast``'s items name both episodes (success first) and carry ``metadata["contrast"] = True``.
+        """
+        if not sources:
             return []
-        conversations = [extraction_messages(e, self.style, self.options) for e in episodes]
+        conversations = [extraction_messages(source, self.style, self.options) for source in sources]
         params = replace(self.sampling, seed=seed)
         generations = self.llm.generate(conversations, params)
-        outcome_shown = not self.options.withhold_outcome
-        example = EXAMPLES[self.style].items
-        return [
-            [
-                KnowledgeItem(
-                    text, env_id=env_id, model=self.llm.name, round=self.round, source_episodes=[episode.uuid],
-                    metadata={"seed": seed, "step": step, "outcome_shown": outcome_shown},
-                )
-                for text in parse_items(finished_lines(generation))
-                if not any(self.copies(text, copied) for copied in example)
-            ]
-            for step, (episode, generation) in enumerate(zip(episodes, generations, strict=True), start=1)
-        ]
+        written = []
+        for step, (source, generation) in enumerate(zip(sources, generations, strict=True), start=1):
+            metadata: dict[str, object] = {"seed": seed, "step": step}
+            if isinstance(source, Contrast):
+                episodes, shown = source.episodes, contrast_example_for(source.success.env_id, self.style).items
+                metadata |= {"outcome_shown": True, "contrast": True}
+            else:
+                episodes, shown = (source,), example_for(source.env_id, self.style).items
+                metadata["outcome_shown"] = not self.options.withhold_outcome
+            written.append(
+                [
+                    KnowledgeItem(
+                        text, env_id=env_id, model=self.llm.name, round=self.round,
+                        source_episodes=[e.uuid for e in episodes], metadata=dict(metadata),
+                    )
+                    for text in parse_items(finished_lines(generation))
+                    if not any(self.copies(text, copied) for copied in shown)
+                ]
+            )
+        return written

@@ -168,13 +168,14 @@ def test_long_episodes_and_messages_are_shortened() -> None:
 
 def test_extractor_writes_items_with_provenance_and_drops_copies_of_the_example() -> None:
     episodes = [play("math", ["Answer: 3"], index=i) for i in range(2)]
-    copied, part = EXAMPLES["problem"].items[0], EXAMPLES["problem"].items[1].split(" before")[0]
-    reply = f"- EXPERIENCE ITEM: {copied}\n- EXPERIENCE ITEM: {part}.\n- EXPERIENCE ITEM: Read the question twice."
+    copied, part = EXAMPLES["math"].items[0], EXAMPLES["math"].items[1].split(" before")[0]
+    other_env = EXAMPLES["addition"].items[0]  # not shown to math: not a copy
+    reply = "\n".join(f"- EXPERIENCE ITEM: {text}" for text in (copied, part, "Read the question twice.", other_env))
     llm = ScriptedLLM(lambda c: reply)
     extractor = Extractor(llm, "problem", round=2)
     written = extractor.extract(episodes, env_id="math", seed=7)
-    assert [[i.text for i in items] for items in written] == [["Read the question twice."]] * 2
-    for step, (episode, (item,)) in enumerate(zip(episodes, written), start=1):
+    assert [[i.text for i in items] for items in written] == [["Read the question twice.", other_env]] * 2
+    for step, (episode, (item, _)) in enumerate(zip(episodes, written), start=1):
         assert item.source_episodes == [episode.uuid] and item.model == "scripted" and item.round == 2
         assert item.env_id == "math" and item.kind == "experience"
         assert item.metadata == {"seed": 7, "step": step, "outcome_shown": True}
