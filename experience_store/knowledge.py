@@ -8,7 +8,9 @@ never holds two copies. Near-duplicate means equal normalised text (numbers mask
 Jaccard overlap of at least a threshold (``similarity.TokenOverlap``); any other ``Similarity`` (e.g.
 embeddings) can replace it.
 
-The raw-trace context (the paper's Table 6 baseline) is built here too, under the same budget.
+The raw-trace context (the paper's Table 6 baseline) is built here too, under the same budget, and so
+are exemplars: successful traces compressed into worked examples, the kind of context a 135M model
+measurably uses (addition: 7% -> 32% after OPCD with a worked example in context).
 """
 
 from __future__ import annotations
@@ -20,11 +22,21 @@ from typing import Any
 from agents.llm import LLM
 from agents.records import Episode
 from experience_store.records import KnowledgeItem, KnowledgeSet
-from experience_store.reflect import ExtractionOptions, TaskStyle, render_outcome, render_trace
+from experience_store.reflect import (
+    ExtractionOptions,
+    TaskStyle,
+    render_outcome,
+    render_trace,
+    strip_thinking,
+    task_key,
+)
 from experience_store.similarity import Similarity, TokenOverlap
 
 CountTokens = Callable[[str], int]
 TRACE_SEPARATOR = "\n\n---\n\n"
+# About 100-150 tokens of the default model's tokenizer: four or five exemplars fit a 512-token budget.
+EXEMPLAR_MAX_CHARS = 400
+_MIN_REPLY_CHARS = 40  # a reply cut shorter than this shows no working: no exemplar
 
 
 def llm_token_counter(llm: LLM) -> CountTokens:
@@ -127,3 +139,66 @@ def trace_set(
 def trace_text(items: Sequence[KnowledgeItem]) -> str:
     """Raw-trace items as context text, traces separated by a rule."""
     return TRACE_SEPARATOR.join(item.text for item in items)
+
+
+def exemplar_item(
+    episode: Episode, style: TaskStyle, *, max_chars: int = EXEMPLAR_MAX_CHARS
+) -> KnowledgeItem | None:
+    """A successful episode as a worked example (kind ``exemplar``), in the form of the envs' own
+    ``worked_example`` context; None for a failure or where it cannot be made ``max_chars`` short.
+
+    A single-step problem is ``Example. Problem: <observation>\nReply: <reply>``: the observation is the
+    problem without the env's instructions (they are in the system message), blank lines dropped; the
+    reply loses its reasoning blocks and, past the cap, its head (the tail holds the answer). A game
+    is ``Example. Start:\n<first observation>\nMoves that solved it: <action>; <action>; ...``, or None
+    when that does not fit.
+    """
+    if not episode.success or not episode.turns:
+        return None
+    first = _compact(episode.turns[0].prompt_messages[-1]["content"])
+    if style == "problem" and len(episode.turns) == 1:
+        head = f"Example. Problem: {first}\nReply: "
+        reply = _tail(_compact(strip_thinking(episode.turns[0].reply)), max_chars - len(head))
+        text = None if reply is None else head + reply
+    else:
+        text = f"Example. Start:\n{first}\nMoves that solved it: " + "; ".join(t.action for t in episode.turns)
+    if text is None or len(text) > max_chars:
+        return None
+    return KnowledgeItem(
+        text, kind="exemplar", env_id=episode.env_id, model=episode.model, round=episode.round,
+        source_episodes=[episode.uuid], metadata={"task_id": episode.task_id},
+    )
+
+
+def exemplar_items(
+    episodes: Sequence[Episode], style: TaskStyle, *, max_chars: int = EXEMPLAR_MAX_CHARS
+) -> list[KnowledgeItem]:
+    """Exemplars of the successes in ``episodes``, one per task (env and ``task_id``), NEWEST FIRST (by
+    ``created_at``): a task's newest success that can be made short. Take a prefix to fit a budget."""
+    newest_first = sorted(enumerate(episodes), key=lambda pair: (pair[1].created_at, pair[0]), reverse=True)
+    items: list[KnowledgeItem] = []
+    done: set[tuple[str, str]] = set()
+    for _, episode in newest_first:
+        if task_key(episode) in done:
+            continue
+        item = exemplar_item(episode, style, max_chars=max_chars)
+        if item is not None:
+            done.add(task_key(episode))
+            items.append(item)
+    return items
+
+
+def _compact(text: str) -> str:
+    """``text`` without blank lines and with each line's edges stripped."""
+    return "\n".join(line.strip() for line in text.splitlines() if line.strip())
+
+
+def _tail(text: str, max_chars: int) -> str | None:
+    """``text``, or its last ``max_chars`` from a word start after "... "; None when too little would be left."""
+    if len(text) <= max_chars:
+        return text if text else None
+    if max_chars < _MIN_REPLY_CHARS:
+        return None
+    cut = text[len(text) - (max_chars - 4) :]
+    space = cut.find(" ")
+    return "... " + (cut[space + 1 :] if 0 <= space < len(cut) // 2 else cut)

@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args
 
 from agents.records import Episode, Message
 
-KnowledgeKind = Literal["experience", "system_prompt", "raw_trace"]
+KnowledgeKind = Literal["experience", "system_prompt", "raw_trace", "exemplar"]
 KNOWLEDGE_KINDS: tuple[str, ...] = get_args(KnowledgeKind)
 RunStatus = Literal["running", "completed", "failed", "cancelled"]
 RUN_STATUSES: tuple[str, ...] = get_args(RunStatus)

@@ -288,7 +288,8 @@ def contrast_example_for(env: str, style: TaskStyle) -> ContrastExample:
     return CONTRAST_EXAMPLES.get(_env_name(env) or "", STYLE_CONTRAST_EXAMPLES[style])
 
 
-def _task_key(episode: Episode) -> tuple[str, str]:
+def task_key(episode: Episode) -> tuple[str, str]:
+    """What identifies an episode's task: its env (by short name where registered) and its ``task_id``."""
     return (_env_name(episode.env_id) or episode.env_id, episode.task_id)
 
 
@@ -302,9 +303,9 @@ class Contrast:
     def __post_init__(self) -> None:
         if not self.success.success or self.failure.success:
             raise ValueError("a contrast needs a successful episode and a failed one, in that order")
-        if _task_key(self.success) != _task_key(self.failure):
+        if task_key(self.success) != task_key(self.failure):
             raise ValueError(
-                f"a contrast needs one task, got {_task_key(self.success)} and {_task_key(self.failure)}"
+                f"a contrast needs one task, got {task_key(self.success)} and {task_key(self.failure)}"
             )
 
     @property
@@ -324,7 +325,7 @@ def with_contrasts(episodes: Sequence[Episode]) -> list[Source]:
     """
     newest: dict[tuple[tuple[str, str], bool], int] = {}  # (task, success) -> position of its newest
     for position, episode in enumerate(episodes):
-        key = (_task_key(episode), episode.success)
+        key = (task_key(episode), episode.success)
         best = newest.get(key)
         if best is None or episode.created_at >= episodes[best].created_at:
             newest[key] = position

@@ -7,11 +7,24 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from test_reflect import play
 
+import envs
+from agents.agent import Context
 from agents.hf_backend import HFBackend
 from agents.records import Episode, Turn
+from envs.math_env import WORKED_EXAMPLE
 from experience_store import ExperienceStore, KnowledgeItem
-from experience_store.knowledge import Accumulator, knowledge_text, llm_token_counter, trace_set, trace_text
+from experience_store.knowledge import (
+    EXEMPLAR_MAX_CHARS,
+    Accumulator,
+    exemplar_item,
+    exemplar_items,
+    knowledge_text,
+    llm_token_counter,
+    trace_set,
+    trace_text,
+)
 from experience_store.similarity import Containment, TokenOverlap, jaccard, normalize
 
 
@@ -148,3 +161,63 @@ def test_raw_traces_keep_the_newest_whole_traces_under_the_budget() -> None:
     text = trace_text(ks.items)
     assert "board 3" in text and "Final result: failure" in text and "RULES" not in text
     assert ks.token_count == words(text) <= 2 * one + 1
+
+
+# -- exemplars ----------------------------------------------------------------------------------
+
+
+def test_an_addition_exemplar_looks_like_the_envs_worked_example() -> None:
+    won = play("addition", ["33 + 75 = 33 + 70 + 5 = 103 + 5 = 108.\nAnswer: 108"], index=3)
+    exemplar = exemplar_item(won, "problem")
+    assert exemplar is not None and won.success
+    assert exemplar.text == "Example. Problem: What is 33 + 75?\nReply: 33 + 75 = 33 + 70 + 5 = 103 + 5 = 108.\nAnswer: 108"
+    assert WORKED_EXAMPLE.split("Example. ")[1].startswith("Problem: What is ")  # the same form as the env's own
+    assert exemplar.kind == "exemplar" and exemplar.source_episodes == [won.uuid]
+    assert exemplar.env_id == "addition" and exemplar.model == won.model and exemplar.metadata == {"task_id": won.task_id}
+    assert "Solve the math problem" not in exemplar.text  # the env's instructions stay out
+    Context(knowledge_text([exemplar]), "knowledge")  # usable as an agent's context
+
+
+def test_a_math_exemplar_keeps_the_answer_and_loses_the_reasoning_blocks() -> None:
+    reply = "<think>hmm, let me see</think>Work inside the parentheses: 13 + 7 = 20, then 20 × 9 = 180.\nAnswer: 180"
+    won = play("math", [reply], index=0)
+    exemplar = exemplar_item(won, "problem")
+    assert won.success and exemplar is not None
+    assert exemplar.text.startswith("Example. Problem: Compute (13 + 7) × 9.\nReply: Work inside")
+    assert exemplar.text.endswith("Answer: 180") and "think" not in exemplar.text
+    long = play("math", ["I add and multiply. " * 40 + "So it is 180.\nAnswer: 180"], index=0)
+    clipped = exemplar_item(long, "problem", max_chars=200)
+    assert clipped is not None and len(clipped.text) <= 200
+    assert "\nReply: ... " in clipped.text and clipped.text.endswith("So it is 180.\nAnswer: 180")
+    assert exemplar_item(long, "problem", max_chars=60) is None  # no room left for the reply
+
+
+def test_failures_and_long_games_give_no_exemplar() -> None:
+    assert exemplar_item(play("addition", ["Answer: 1"], index=3), "problem") is None
+    assert exemplar_item(play("frozenlake", ["[down]"], index=3), "game") is None
+    won = play("frozenlake", ["[right]", "[right]", "[down]", "[down]"], index=3)
+    exemplar = exemplar_item(won, "game")
+    assert exemplar is not None and exemplar.text.startswith("Example. Start:\nCurrent Board:\n+-----+")
+    assert exemplar.text.endswith("\nMoves that solved it: [right]; [right]; [down]; [down]")
+    assert len(exemplar.text) <= EXEMPLAR_MAX_CHARS
+    assert exemplar_item(won, "game", max_chars=100) is None  # cannot be made that short
+
+
+def solved(index: int, created_at: float, working: str = "") -> Episode:
+    """A real addition episode of train task ``index``, answered right, created at ``created_at``."""
+    env = envs.make("addition")
+    env.reset(options={"split": "train", "index": index})
+    (answer,) = env.reference_solution()
+    episode = play("addition", [f"{working}Answer: {answer}"], index=index)
+    episode.created_at = created_at
+    return episode
+
+
+def test_exemplar_items_one_per_task_newest_first_successes_only() -> None:
+    old, new, other = solved(3, 1.0), solved(3, 3.0, "Tens, then ones.\n"), solved(5, 0.5)
+    failure = play("addition", ["Answer: 0"], index=4)
+    failure.created_at = 2.0
+    items = exemplar_items([old, failure, new, other], "problem")
+    assert [i.source_episodes for i in items] == [[new.uuid], [other.uuid]]
+    assert all(i.kind == "exemplar" for i in items) and "Tens, then ones." in items[0].text
+    assert exemplar_items([failure], "problem") == []

@@ -11,20 +11,26 @@ from hypothesis import strategies as st
 import envs
 from agents.agent import Agent, Context
 from agents.llm import Generation, SamplingParams
-from agents.records import Episode, Message
+from agents.records import Episode, Message, Turn
 from agents.rollout import Task, collect_episodes
 from envs.grid_games import STRIPPED_RULES
 from experience_store.reflect import (
+    CONTRAST_TEMPLATES,
     EXAMPLES,
     MAX_ITEM_CHARS,
+    STYLE_EXAMPLES,
+    Contrast,
     ExtractionOptions,
     Extractor,
+    contrast_example_for,
+    example_for,
     extraction_messages,
     finished_lines,
     parse_items,
     render_outcome,
     render_trace,
     task_style,
+    with_contrasts,
 )
 
 
@@ -188,3 +194,103 @@ def test_a_last_line_cut_off_by_the_token_limit_is_dropped() -> None:
     assert parse_items(finished_lines(Generation(text, [], [], "length"))) == ["Reduce fractions at the end."]
     assert len(parse_items(finished_lines(Generation(text, [], [], "stop")))) == 2
     assert finished_lines(Generation("- EXPERIENCE ITEM: no newline at all", [], [], "length")) == ""
+
+
+# -- per-env worked examples --------------------------------------------------------------------
+
+# What each env's first observation starts with: the example must be in the env's own format.
+OPENINGS = {"math": "Compute", "addition": "What is", "qa": "Question:", "frozenlake": "Current Board:",
+            "sokoban": "Current Board:", "textworld": "-= "}
+
+
+@pytest.mark.parametrize("env", sorted(OPENINGS))
+def test_each_env_has_its_own_example_in_its_own_format(env: str) -> None:
+    assert set(EXAMPLES) == set(OPENINGS) <= set(envs.names())
+    style = task_style(env)
+    example = EXAMPLES[env]
+    assert example_for(env, style) is example and example_for(envs.spec(env).gym_id, style) is example
+    observation, _ = envs.make(env).reset(seed=0, options={"split": "train", "index": 0})
+    assert observation.startswith(OPENINGS[env])
+    assert OPENINGS[env] in example.trace and 1 <= len(example.items) <= 3
+    shown = "\n".join(f"- EXPERIENCE ITEM: {item}" for item in example.items)
+    assert parse_items(shown) == list(example.items)  # every item survives the parser
+
+
+def test_an_episode_is_shown_its_envs_example_and_a_new_env_its_styles() -> None:
+    episode = play("addition", ["Answer: 3"])
+    messages = extraction_messages(episode, "problem")
+    assert EXAMPLES["addition"].trace in messages[1]["content"] and "fractions" not in str(messages)
+    assert messages[2]["content"] == "\n".join(f"- EXPERIENCE ITEM: {i}" for i in EXAMPLES["addition"].items)
+    assert example_for("researcher:NewEnv", "game") is STYLE_EXAMPLES["game"]
+    assert example_for("opcd/Unknown-v9", "problem") is STYLE_EXAMPLES["problem"]
+
+
+def test_copies_are_judged_against_the_example_shown() -> None:
+    episode = play("frozenlake", ["[down]"])
+    lake, sokoban = EXAMPLES["frozenlake"].items[0], EXAMPLES["sokoban"].items[1]
+    llm = ScriptedLLM(lambda c: f"- EXPERIENCE ITEM: {lake}\n- EXPERIENCE ITEM: {sokoban}")
+    (items,) = Extractor(llm, "game").extract([episode], env_id="frozenlake", seed=0)
+    assert [i.text for i in items] == [sokoban]
+
+
+# -- contrasts ----------------------------------------------------------------------------------
+
+
+def stored(env: str, task: str, success: bool, at: float, tag: str = "") -> Episode:
+    """A one-turn episode of ``task`` (reply ``tag``), created at ``at``."""
+    prompt: list[Message] = [{"role": "system", "content": "RULES"}, {"role": "user", "content": f"Task {task}"}]
+    last = "Correct." if success else "Incorrect: the answer read from your reply was 1"
+    turn = Turn(0, prompt, f"reply {tag}", "1", float(success), last)
+    return Episode(env, task, "train", "m", [turn], success=success, total_reward=float(success), created_at=at)
+
+
+def test_with_contrasts_pairs_the_newest_success_and_failure_of_a_task() -> None:
+    old_win = stored("math", "t1", True, 1.0)
+    lone_fail = stored("math", "t2", False, 2.0)
+    loss = stored("opcd/Math-v1", "t1", False, 3.0)  # the same task under the env's other name
+    new_win = stored("math", "t1", True, 4.0)
+    other_env = stored("addition", "t1", True, 5.0)  # same task_id, another env: not a pair
+    sources = with_contrasts([new_win, loss, lone_fail, old_win, other_env])  # newest first
+    assert sources == [Contrast(new_win, loss), lone_fail, old_win, other_env]
+    # Oldest first: the contrast stands where its newer member (the success) stood.
+    assert with_contrasts([old_win, lone_fail, loss, new_win]) == [old_win, lone_fail, Contrast(new_win, loss)]
+    assert with_contrasts([lone_fail, old_win]) == [lone_fail, old_win]
+    assert with_contrasts([]) == []
+    with pytest.raises(ValueError):
+        Contrast(loss, new_win)  # success first
+    with pytest.raises(ValueError):
+        Contrast(new_win, lone_fail)  # another task
+
+
+def test_a_contrast_shows_both_traces_and_outcomes_after_its_example() -> None:
+    won = play("addition", ["33 + 75 = 33 + 70 + 5 = 108\nAnswer: 108"], index=3)
+    lost = play("addition", ["33 + 75 = 98\nAnswer: 98"], index=3)
+    assert won.success and not lost.success and won.task_id == lost.task_id
+    messages = extraction_messages(Contrast(won, lost), "problem")
+    request = messages[-1]["content"]
+    assert request.index("SUCCESSFUL ATTEMPT") < request.index("Answer: 108\nFinal result: success\nFeedback: Correct.")
+    assert request.index("FAILED ATTEMPT") < request.index(
+        "Answer: 98\nFinal result: failure\nFeedback: Incorrect: the answer read from your reply was 98"
+    )
+    assert request.count("Problem:\nWhat is 33 + 75?") == 2
+    assert "SUCCESSFUL ATTEMPT" in messages[1]["content"] and "58 + 67" in messages[1]["content"]
+    assert CONTRAST_TEMPLATES["problem"].split("{")[0] in request
+    with pytest.raises(ValueError):
+        extraction_messages(Contrast(won, lost), "problem", ExtractionOptions(withhold_outcome=True))
+
+
+def test_contrast_items_name_both_episodes() -> None:
+    won = play("frozenlake", ["[right]", "[right]", "[down]", "[down]"], index=3)
+    lost = play("frozenlake", ["[down]"], index=3)
+    single = play("frozenlake", ["[left]"], index=4)
+    copied = contrast_example_for("frozenlake", "game").items[0]
+    reply = f"- EXPERIENCE ITEM: Plan the whole path before the first move.\n- EXPERIENCE ITEM: {copied}"
+    llm = ScriptedLLM(lambda c: reply)
+    pair, alone = Extractor(llm, "game").extract([Contrast(won, lost), single], env_id="frozenlake", seed=3)
+    (item,) = pair
+    assert item.source_episodes == [won.uuid, lost.uuid] and item.env_id == "frozenlake"
+    assert item.metadata == {"seed": 3, "step": 1, "outcome_shown": True, "contrast": True}
+    assert [i.source_episodes for i in alone] == [[single.uuid]] * 2  # the contrast example is not shown here
+    assert "contrast" not in alone[0].metadata
+    (conversations, _), = llm.calls
+    assert "WON GAME" in conversations[0][-1]["content"] and "WON GAME" not in conversations[1][-1]["content"]
