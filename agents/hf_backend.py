@@ -26,17 +26,11 @@ from transformers import (
     StoppingCriteriaList,
 )
 
-from agents.llm import Generation, SamplingParams
 from agents.models import DEFAULT_MODEL, DType, load_model
 from agents.prompt_cache import Layers, RowCache, batch_cache, is_plain, position_index, row_layers
 from agents.records import Message
-
-
-def chat_prompt_ids(tokenizer: PreTrainedTokenizerBase, conversation: list[Message]) -> list[int]:
-    """Token ids of ``conversation`` rendered with the tokenizer's chat template plus the generation prompt."""
-    text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-    # The template writes its own special tokens (e.g. <|im_start|>); adding BOS again would double it.
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+from agents.sampling import Generation, SamplingParams
+from common.chat import chat_prompt_ids
 
 
 def shared_prefix_length(prompts: list[list[int]]) -> int:

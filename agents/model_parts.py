@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from hashlib import sha256
 from pathlib import Path
 
-from envs.cache import atomic_path, cache_root
+from common.files import atomic_path
+from envs.cache import cache_root
 
 log = logging.getLogger(__name__)
 

@@ -33,7 +33,8 @@ from safetensors import SafetensorError, safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from agents.model_parts import SplitGGUF, find_assembled, package_file
-from envs.cache import atomic_path, cache_root
+from common.files import atomic_path
+from envs.cache import cache_root
 
 log = logging.getLogger(__name__)
 

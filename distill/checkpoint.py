@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import random
 from pathlib import Path
 from typing import Any
@@ -29,9 +28,9 @@ from peft import PeftModel, set_peft_model_state_dict
 from safetensors.torch import load_file
 
 from agents.agent import Context
+from common.files import atomic_path, write_text_atomic
 from distill.config import DistillConfig
 from distill.trainer import Distiller
-from envs.cache import atomic_path
 
 STATE_FILE = "trainer_state.pt"
 RUN_FILE = "run.json"
@@ -66,10 +65,7 @@ def save_checkpoint(distiller: Distiller, out_dir: Path, extra: dict[str, Any] |
         run = {"step": distiller.step_count, "config": distiller.config.to_dict()}
         run["context"] = context_identity(distiller.context)
         (build / RUN_FILE).write_text(json.dumps(run, indent=1), encoding="utf-8")
-    latest = Path(out_dir) / "latest"
-    tmp = latest.with_name("latest.tmp")
-    tmp.write_text(target.name)
-    os.replace(tmp, latest)
+    write_text_atomic(Path(out_dir) / "latest", target.name)
     return target
 
 

@@ -7,15 +7,14 @@ a lock (workers in parallel may share it). Delete it after changing how prompts 
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from agents.agent import Context
+from common.files import locked, write_text_atomic
 from distill.config import DistillConfig
 
 EvalResults = dict[str, dict[str, Any]]  # column -> PassRate.as_dict()
@@ -24,18 +23,6 @@ EvalResults = dict[str, dict[str, Any]]  # column -> PassRate.as_dict()
 KEY_FIELDS = ("model", "dtype", "device", "backend", "env", "env_args", "ood_env", "eval_tasks",
               "eval_max_new_tokens", "max_prompt_tokens")  # fmt: skip
 FORMAT = 2  # results hold each task's outcome (for paired comparisons); entries of older formats are not used
-
-
-@contextmanager
-def locked(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if missing) between processes."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def evaluation_key(config: DistillConfig, context: Context, split: str) -> str:
@@ -64,9 +51,7 @@ class EvalCache:
     def put(self, key: str, results: EvalResults) -> None:
         with locked(self.lock):
             entries = {**self._read(), key: results}
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(json.dumps(entries, indent=1), encoding="utf-8")
-            tmp.replace(self.path)
+            write_text_atomic(self.path, json.dumps(entries, indent=1))
 
     def lookup(self, key: str, measure: Callable[[], EvalResults]) -> tuple[EvalResults, bool]:
         """The results stored under ``key``, else ``measure()``'s, stored; and whether they were stored before."""

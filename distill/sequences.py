@@ -15,16 +15,9 @@ from functools import partial
 
 import torch
 from torch import Tensor
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers import PreTrainedModel
 
 from agents.hf_backend import shared_prefix_length
-from agents.records import Message
-
-
-def encode_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[Message]) -> list[int]:
-    """Token ids of ``messages`` under the model's chat template, ready for the assistant's reply."""
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
 @dataclass

@@ -22,6 +22,7 @@ from agents.agent import Agent, Context
 from agents.evaluate import pass_rate
 from agents.llm import SamplingParams
 from agents.models import load_model, resolve_device
+from common.files import write_text_atomic
 from distill.checkpoint import load_checkpoint, resume_point, save_checkpoint
 from distill.config import DistillConfig
 from distill.eval_cache import EvalCache, EvalResults, evaluation_key
@@ -50,9 +51,7 @@ class MetricsLog:
     def keep_until(self, step: int) -> None:
         """Drop records after ``step`` (a resumed run redoes them)."""
         kept = [r for r in self.records() if r["step"] <= step]
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
-        tmp.replace(self.path)
+        write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in kept))
 
 
 @dataclass

@@ -27,7 +27,8 @@ import textworld
 from textworld.generator import QuestGenerationError, compile_game, make_game
 
 from envs.base import MAX_OBSERVATION_CHARS, TextEnv
-from envs.cache import atomic_path, cache_root
+from common.files import atomic_path
+from envs.cache import cache_root
 
 
 @dataclass(frozen=True)

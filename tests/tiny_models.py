@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerBase
 
-from agents.hf_backend import chat_prompt_ids
+from common.chat import chat_prompt_ids
 
 WRITER_ITEM = "Check every step before answering."
 WRITER_LINE = f"- EXPERIENCE ITEM: {WRITER_ITEM}"

@@ -9,9 +9,10 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
-from agents.hf_backend import HFBackend, chat_prompt_ids
+from agents.hf_backend import HFBackend
 from agents.llm import SamplingParams, load_llm
 from agents.models import DEFAULT_MODEL
+from common.chat import chat_prompt_ids
 
 GREEDY = SamplingParams(max_new_tokens=12, temperature=0.0)
 CONVERSATIONS = [
