@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-import agents.play
-from agents.play import main
+import commands.play
+from commands.play import main
 from cli import run_main, write_context
 from experience_store import ExperienceStore
 
@@ -151,7 +151,7 @@ def test_the_store_is_opened_before_the_model_loads(
     def load_llm(*args: object, **kwargs: object) -> None:
         raise AssertionError("the model loaded before the store was opened")
 
-    monkeypatch.setattr(agents.play, "load_llm", load_llm)
+    monkeypatch.setattr(commands.play, "load_llm", load_llm)
     (tmp_path / "file").write_text("")
     store = tmp_path / "file" / "exp.db"  # a store that cannot be created, even by root
     code, _, stderr = play_here(capsys, "--env", "math", "--model", tiny_model_dir, "--store", str(store))
@@ -164,7 +164,7 @@ def test_ctrl_c_while_the_model_loads_exits_130_without_a_traceback(
     def load_llm(*args: object, **kwargs: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(agents.play, "load_llm", load_llm)
+    monkeypatch.setattr(commands.play, "load_llm", load_llm)
     code, stdout, stderr = play_here(capsys, "--env", "math", "--model", tiny_model_dir, "--store", str(tmp_path / "exp.db"))
     assert code == 130 and "this run stored 0 episodes" in stdout and "Traceback" not in stdout + stderr
 

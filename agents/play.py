@@ -1,0 +1,146 @@
+"""Playing an env with an LLM agent (or at the keyboard), shown live: the agent layer of ``python -m agents.play``.
+
+Episodes go to an ``on_episode`` callback as they finish; the command (``commands.play``) wires them to the
+experience store, a layer above this one.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+import envs
+from agents.agent import Agent
+from agents.evaluate import PassRate, paired_difference, pass_rate
+from agents.records import Episode, Turn
+from agents.rollout import RolloutStats, Task, collect_episodes
+
+console = Console()
+
+
+def summary_table(title: str, episodes: list[Episode], stats: RolloutStats) -> Table:
+    table = Table(title=title)
+    for column in ("episodes", "success rate [95% CI]", "mean return", "mean turns", "tokens/s"):
+        table.add_column(column, justify="right")
+    n = len(episodes)
+    if n:
+        table.add_row(
+            str(n),
+            str(PassRate(sum(e.success for e in episodes), n)),
+            f"{sum(e.total_reward for e in episodes) / n:.2f}",
+            f"{sum(e.num_turns for e in episodes) / n:.1f}",
+            f"{stats.tokens_per_second:.1f}",
+        )
+    return table
+
+
+@contextmanager
+def live_view(total: int, stats: RolloutStats) -> Iterator[tuple[Progress, int, Callable[[Turn], None]]]:
+    """A progress bar with success rate and tokens/s, over a panel showing the latest turn."""
+    progress = Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"), TimeElapsedColumn(), console=console,
+    )
+    task = progress.add_task("episodes", total=total, status="")
+    panel = Panel("waiting for the first reply...", title="latest turn")
+    group = Group(progress, panel)
+
+    def show_turn(turn: Turn) -> None:
+        panel.renderable = Group(
+            Text(turn.observation[-600:], style="dim"),
+            Text(f"action: {turn.action!r}   reward: {turn.reward:g}", style="bold"),
+        )
+        progress.update(task, status=f"success {stats.successes}/{stats.episodes}  {stats.tokens_per_second:.1f} tok/s")
+
+    with Live(group, console=console, refresh_per_second=4):
+        yield progress, task, show_turn
+
+
+def play_tasks(env_name: str, split: str, episodes: int) -> list[Task]:
+    """The tasks to play (to collect experience): the split in order, starting over when more episodes are
+    asked for than it holds (sampled replies differ; an evaluation, ``--eval``, never repeats a task)."""
+    size = envs.make(env_name).split_sizes[split]
+    return [Task(split, i % size) for i in range(episodes)]
+
+
+def play_with_model(args: argparse.Namespace, agent: Agent, on_episode: Callable[[Episode], None]) -> list[Episode]:
+    stats = RolloutStats()
+    finished: list[Episode] = []
+    tasks = play_tasks(args.env, args.split, args.episodes)
+    with live_view(len(tasks), stats) as (progress, task, show_turn):
+        for episode in collect_episodes(
+            lambda: envs.make(args.env), agent, tasks, env_id=args.env,
+            batch_size=args.batch_size, round=args.round, stats=stats, on_turn=show_turn,
+        ):
+            on_episode(episode)  # as each finishes: Ctrl-C keeps all finished ones
+            finished.append(episode)
+            progress.advance(task)
+    console.print(summary_table(f"{args.env} ({args.split}), {agent.llm.name}", finished, stats))
+    return finished
+
+
+def play_human(args: argparse.Namespace, on_episode: Callable[[Episode], None]) -> None:
+    env = envs.make(args.env)
+    console.print(Panel(env.instructions, title="instructions"))
+    for index, task in enumerate(play_tasks(args.env, args.split, args.episodes)):
+        observation, info = env.reset(options={"split": task.split, "index": task.index})
+        episode = Episode(env_id=args.env, task_id=str(info["task_id"]), split=args.split, model="human")
+        done = False
+        while not done:
+            console.print(Panel(observation, title=f"episode {index + 1}, turn {episode.num_turns + 1}"))
+            if info.get("admissible_actions"):
+                console.print("[dim]admissible: " + ", ".join(map(str, info["admissible_actions"][:20])))
+            try:
+                reply = console.input("[bold]> ")
+            except EOFError:
+                console.print("\n[yellow]left the game; finished episodes are stored[/]")
+                return
+            action = env.parse_action(reply)
+            prompt = [{"role": "system", "content": env.instructions}, {"role": "user", "content": observation}]
+            observation, reward, terminated, truncated, info = env.step(action)
+            episode.turns.append(Turn(episode.num_turns, prompt, reply, action, reward, observation))
+            episode.total_reward += reward
+            done = terminated or truncated
+        episode.success = bool(info["success"])
+        console.print(Panel(observation, title="won" if episode.success else "episode over"))
+        on_episode(episode)
+
+
+def evaluate(args: argparse.Namespace, agent: Agent, on_episode: Callable[[Episode], None]) -> dict[str, dict[str, Any]]:
+    """Pass rate on the split without and (if given) with the context, printed; each column's ``as_dict``."""
+    table = Table(title=f"{args.env} {args.split} pass rate, {agent.llm.name} (each task once, temperature {args.temperature})")
+    table.add_column("context")
+    table.add_column("pass rate [95% CI]", justify="right")
+    table.add_column("paired change from none: points [95%] McNemar p", justify="right")
+    table.add_column("tasks", justify="right")
+    results: dict[str, dict[str, Any]] = {}
+    rates: list[PassRate] = []
+    contexts = [("none", None)] + ([("with context", agent.context)] if agent.context else [])
+    for label, context in contexts:
+        evaluated = Agent(agent.llm, agent.sampling, context, agent.max_prompt_tokens)
+        with console.status(f"evaluating {label}..."):
+            rate = pass_rate(
+                evaluated, args.env, args.split, args.episodes, batch_size=args.batch_size,
+                on_episode=on_episode,
+            )
+        results[label] = rate.as_dict()
+        rates.append(rate)
+        change = paired_difference(rates[0], rate) if len(rates) > 1 else None
+        table.add_row(label, str(rate), str(change or ""), change.counts if change else "")
+    console.print(table)
+    return results
+
+
+if __name__ == "__main__":  # the command is composed above the layers; importing this module never loads it
+    from commands.play import main
+
+    main()
