@@ -519,11 +519,12 @@ def finished_lines(generation: Generation) -> str:
 
 @dataclass
 class Extractor:
-    """Writes knowledge items about episodes with ``llm``, each item with its provenance.
+    """Writes knowledge items about episodes and contrasts with ``llm``, each item with its provenance.
 
     The extraction calls of one ``extract`` are one batched generation with one sampling seed: a
-    candidate's items depend only on its seed and its episodes. Items that ``copies`` finds in the
-    worked example are not knowledge and are dropped; so is a last line the token limit cut off.
+    candidate's items depend only on its seed and its sources. Items that ``copies`` finds in the
+    worked example shown (the env's own) are not knowledge and are dropped; so is a last line the token
+    limit cut off.
     """
 
     llm: LLM
@@ -543,9 +544,10 @@ class Extractor:
         conversations = [extraction_messages(source, self.style, self.options) for source in sources]
         params = replace(self.sampling, seed=seed)
         generations = self.llm.generate(conversations, params)
-        written = []
+        written: list[list[KnowledgeItem]] = []
         for step, (source, generation) in enumerate(zip(sources, generations, strict=True), start=1):
             metadata: dict[str, object] = {"seed": seed, "step": step}
+            episodes: tuple[Episode, ...]
             if isinstance(source, Contrast):
                 episodes, shown = source.episodes, contrast_example_for(source.success.env_id, self.style).items
                 metadata |= {"outcome_shown": True, "contrast": True}

@@ -167,13 +167,15 @@ def test_raw_traces_keep_the_newest_whole_traces_under_the_budget() -> None:
 
 
 def test_an_addition_exemplar_looks_like_the_envs_worked_example() -> None:
-    won = play("addition", ["33 + 75 = 33 + 70 + 5 = 103 + 5 = 108.\nAnswer: 108"], index=3)
+    reply = "33 + 75 = 33 + 70 + 5 = 103 + 5 = 108.\nAnswer: 108"
+    won = play("addition", [reply], index=3)
     exemplar = exemplar_item(won, "problem")
     assert exemplar is not None and won.success
-    assert exemplar.text == "Example. Problem: What is 33 + 75?\nReply: 33 + 75 = 33 + 70 + 5 = 103 + 5 = 108.\nAnswer: 108"
+    assert exemplar.text == f"Example. Problem: What is 33 + 75?\nReply: {reply}"
     assert WORKED_EXAMPLE.split("Example. ")[1].startswith("Problem: What is ")  # the same form as the env's own
     assert exemplar.kind == "exemplar" and exemplar.source_episodes == [won.uuid]
-    assert exemplar.env_id == "addition" and exemplar.model == won.model and exemplar.metadata == {"task_id": won.task_id}
+    assert exemplar.env_id == "addition" and exemplar.model == won.model
+    assert exemplar.metadata == {"task_id": won.task_id}
     assert "Solve the math problem" not in exemplar.text  # the env's instructions stay out
     Context(knowledge_text([exemplar]), "knowledge")  # usable as an agent's context
 
