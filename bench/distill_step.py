@@ -66,7 +66,7 @@ from agents.models import DEFAULT_MODEL, load_model
 from agents.records import Message
 from agents.rollout import Task
 from distill.config import DistillConfig
-from distill.losses import chunked_loss, reverse_kl
+from distill.losses import chunked_loss, reverse_kl, reverse_kl_from_log_probs
 from agents.hf_backend import shared_prefix_length
 from distill.trainer import Distiller, Sample
 
@@ -337,6 +337,7 @@ def loss_case(mode: str, top_k: int | None, chunk: int, threads: int) -> LossRes
     student = torch.randn(LOSS_POSITIONS, LOSS_HIDDEN, generator=generator)
     teacher = student + 0.5 * torch.randn(LOSS_POSITIONS, LOSS_HIDDEN, generator=generator)
     kl = partial(reverse_kl, top_k=top_k, topk_mode="renormalize", temperature=TEMPERATURE)
+    kl_log = partial(reverse_kl_from_log_probs, top_k=top_k, topk_mode="renormalize")
 
     def project(hidden: torch.Tensor) -> torch.Tensor:
         return hidden @ head.T
@@ -347,7 +348,7 @@ def loss_case(mode: str, top_k: int | None, chunk: int, threads: int) -> LossRes
         if mode == "chunked":
             mask = torch.ones(1, positions, dtype=torch.bool)
             loss = chunked_loss(
-                lambda sl, tl, y: kl(sl, tl), s[None], mask, project, torch.zeros(1, positions, dtype=torch.long),
+                lambda sl, tl, y: kl_log(sl, tl), s[None], mask, project, torch.zeros(1, positions, dtype=torch.long),
                 (t[None], mask, project), chunk_size=chunk, temperature=TEMPERATURE,
             ).loss
         elif mode == "naive":

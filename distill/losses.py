@@ -1,4 +1,5 @@
-"""Distillation losses: pure functions on logits, plus a chunked driver that bounds memory.
+"""Distillation losses: pure functions on logits (or on their log-probabilities), plus a chunked driver
+that bounds memory.
 
 Per-token divergences take logits of shape (N, V) for N response positions and return (N,) losses:
 
@@ -14,11 +15,13 @@ Per-token divergences take logits of shape (N, V) for N response positions and r
 
 Both sides are divided by the sampling temperature first. Log-probabilities are clamped at
 ``LOGPROB_FLOOR`` so ``-inf`` logits (masked vocabulary entries) give large but finite losses, never NaN.
+Each has a ``*_from_log_probs`` form taking ``log_probs(logits, temperature)`` of both sides instead.
 
 ``chunked_loss`` computes a per-token loss from hidden states in chunks of positions, projecting to
 logits inside each chunk and taking that chunk's gradient right away (the "fused linear" approach of
 Liger-Kernel), so peak memory grows with chunk x vocabulary, not sequence x vocabulary, and no chunk is
-computed twice. It only touches response positions.
+computed twice. It only touches response positions. Its per-token loss gets both sides' log-probabilities
+(computed once per chunk), and the logged student entropy is read from the same log-probabilities.
 """
 
 from __future__ import annotations
@@ -35,7 +38,8 @@ from torch.autograd.function import once_differentiable
 LOGPROB_FLOOR = -1e4
 TopKMode = Literal["renormalize", "tail", "truncated"]
 Reduction = Literal["token_mean", "sequence_mean"]
-# (student_logits (N, V), teacher_logits (N, V) or None, targets (N,)) -> per-token loss (N,)
+# (student_log_probs (N, V), teacher_log_probs (N, V) or None, targets (N,)) -> per-token loss (N,), where the
+# log-probs are ``log_probs(logits, temperature)`` (``chunked_loss`` computes them once per chunk)
 PerTokenLoss = Callable[[Tensor, Tensor | None, Tensor], Tensor]
 
 
@@ -80,6 +84,13 @@ def reverse_kl(
 ) -> Tensor:
     """Per-token KL(student || teacher), shape (N,), over the full vocabulary or the student's top-k."""
     s_log, t_log = log_probs(student_logits, temperature), log_probs(teacher_logits, temperature)
+    return reverse_kl_from_log_probs(s_log, t_log, top_k=top_k, topk_mode=topk_mode)
+
+
+def reverse_kl_from_log_probs(
+    s_log: Tensor, t_log: Tensor, *, top_k: int | None = None, topk_mode: TopKMode = "renormalize"
+) -> Tensor:
+    """``reverse_kl`` on log-probabilities (N, V) of the student and the teacher (see ``log_probs``)."""
     if top_k is None or top_k >= s_log.shape[-1]:
         return _kl_terms(s_log, t_log)
     index = s_log.detach().topk(top_k, dim=-1).indices  # the support is chosen, not differentiated
@@ -96,6 +107,13 @@ def forward_kl(
 ) -> Tensor:
     """Per-token KL(teacher || student), shape (N,), over the full vocabulary or the teacher's top-k (off-policy baseline)."""
     s_log, t_log = log_probs(student_logits, temperature), log_probs(teacher_logits, temperature)
+    return forward_kl_from_log_probs(s_log, t_log, top_k=top_k, topk_mode=topk_mode)
+
+
+def forward_kl_from_log_probs(
+    s_log: Tensor, t_log: Tensor, *, top_k: int | None = None, topk_mode: TopKMode = "tail"
+) -> Tensor:
+    """``forward_kl`` on log-probabilities (N, V) of the student and the teacher (see ``log_probs``)."""
     if top_k is None or top_k >= t_log.shape[-1]:
         return _kl_terms(t_log, s_log)
     index = t_log.topk(top_k, dim=-1).indices
@@ -104,7 +122,12 @@ def forward_kl(
 
 def token_nll(student_logits: Tensor, targets: Tensor, *, temperature: float = 1.0) -> Tensor:
     """Per-token negative log-likelihood of ``targets`` (N,) under the student, shape (N,) (SFT baseline)."""
-    return -log_probs(student_logits, temperature).gather(-1, targets[:, None]).squeeze(-1)
+    return token_nll_from_log_probs(log_probs(student_logits, temperature), targets)
+
+
+def token_nll_from_log_probs(s_log: Tensor, targets: Tensor) -> Tensor:
+    """``token_nll`` on the student's log-probabilities (N, V)."""
+    return -s_log.gather(-1, targets[:, None]).squeeze(-1)
 
 
 def token_weights(sequence_index: Tensor, num_sequences: int, reduction: Reduction) -> Tensor:
@@ -174,7 +197,8 @@ def chunked_loss(
     logits predict response tokens, and ``targets`` (B, T) holds those tokens. ``teacher`` is
     ``(hidden (B, T', H'), mask (B, T'), head)``, treated as constant; its prompt is longer (it holds the
     context), so its positions are shifted, but each row must select as many positions as the student's.
-    Heads map (n, H) -> (n, V) logits. ``temperature`` scales the logged student entropy.
+    Heads map (n, H) -> (n, V) logits. ``per_token`` gets ``log_probs(logits, temperature)`` of both sides;
+    the logged student entropy is that of the same temperature-scaled distribution.
 
     Each chunk's gradient (w.r.t. its hidden states and the trainable parameters of ``student_head``, when
     it is an ``nn.Module``) is computed in the forward pass and kept ((N, H) plus the parameters' size);
@@ -205,13 +229,13 @@ def chunked_loss(
         """(loss, entropy) of the positions ``piece``, adding their weighted gradient into the buffers."""
         s = s_hidden[piece].detach().requires_grad_(want_hidden)
         with torch.no_grad():
-            teacher_logits = teacher_head(t_hidden[piece]) if t_hidden is not None else None
+            t_log = log_probs(teacher_head(t_hidden[piece]), temperature) if t_hidden is not None else None
         with torch.set_grad_enabled(want_hidden or bool(params)):
-            student_logits = student_head(s)
-            loss = per_token(student_logits, teacher_logits, y[piece])
-        with torch.no_grad():
-            s_log = log_probs(student_logits, temperature)
-            entropy = -(s_log.exp() * s_log).sum(-1)
+            s_log = log_probs(student_head(s), temperature)
+            loss = per_token(s_log, t_log, y[piece])
+        with torch.no_grad():  # from the loss's own log-probs: no second log-softmax over the vocabulary
+            detached = s_log.detach()
+            entropy = -(detached.exp() * detached).sum(-1)
         if loss.requires_grad:
             grads = torch.autograd.grad((loss * weights[piece]).sum(), ([s] if want_hidden else []) + params)
             if want_hidden:

@@ -48,7 +48,14 @@ if TYPE_CHECKING:
     from agents.vllm_backend import VLLMBackend
 from agents.rollout import Task, collect_episodes
 from distill.config import DistillConfig
-from distill.losses import LossOutput, PerTokenLoss, chunked_loss, forward_kl, reverse_kl, token_nll
+from distill.losses import (
+    LossOutput,
+    PerTokenLoss,
+    chunked_loss,
+    forward_kl_from_log_probs,
+    reverse_kl_from_log_probs,
+    token_nll_from_log_probs,
+)
 from distill.sequences import Decoder, pack, shared_prefix_hidden
 
 
@@ -62,20 +69,25 @@ class Sample:
 
 
 def per_token_loss(config: DistillConfig) -> PerTokenLoss:
-    """The per-token loss of ``config.method`` (see ``distill.losses``). Without ``topk_mode``, a top-k is
-    renormalised for opcd and given a tail bucket for offpolicy (whose full-vocabulary probabilities it keeps)."""
+    """The per-token loss of ``config.method`` on log-probs at ``loss_temperature(config)`` (see
+    ``distill.losses``). Without ``topk_mode``, a top-k is renormalised for opcd and given a tail bucket for
+    offpolicy (whose full-vocabulary probabilities it keeps)."""
     top_k = config.kl_top_k or None
     if config.method == "opcd":
-        mode = config.topk_mode or "renormalize"
-        kl = partial(reverse_kl, top_k=top_k, topk_mode=mode, temperature=config.temperature)
+        kl = partial(reverse_kl_from_log_probs, top_k=top_k, topk_mode=config.topk_mode or "renormalize")
         return lambda student, teacher, targets: kl(student, teacher)
     if config.method == "offpolicy":
-        mode = config.topk_mode or "tail"
-        kl = partial(forward_kl, top_k=top_k, topk_mode=mode, temperature=config.temperature)
+        kl = partial(forward_kl_from_log_probs, top_k=top_k, topk_mode=config.topk_mode or "tail")
         return lambda student, teacher, targets: kl(student, teacher)
     if config.method == "sft":
-        return lambda student, teacher, targets: token_nll(student, targets)
+        return lambda student, teacher, targets: token_nll_from_log_probs(student, targets)
     raise ValueError(f"unknown method {config.method!r}")
+
+
+def loss_temperature(config: DistillConfig) -> float:
+    """The temperature both sides' logits are divided by in the loss: the sampling one for the KL methods,
+    1 for sft (a plain likelihood). The logged student entropy is at this temperature too."""
+    return 1.0 if config.method == "sft" else config.temperature
 
 
 def make_accelerator(device: torch.device | str) -> Accelerator:
@@ -232,7 +244,7 @@ class Distiller:
             teacher,
             reduction=self.config.reduction,
             chunk_size=self.config.loss_chunk_size,
-            temperature=self.config.temperature,
+            temperature=loss_temperature(self.config),
         )
 
     def backward(self, samples: list[Sample]) -> LossOutput:

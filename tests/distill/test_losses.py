@@ -9,9 +9,12 @@ from torch import Tensor
 from distill.losses import (
     chunked_loss,
     forward_kl,
+    forward_kl_from_log_probs,
     reduce,
     reverse_kl,
+    reverse_kl_from_log_probs,
     token_nll,
+    token_nll_from_log_probs,
 )
 
 torch.manual_seed(0)
@@ -134,21 +137,30 @@ def kl_only(fn, **kwargs):
     return lambda s, t, y: fn(s, t, **kwargs)
 
 
+def case(fn, from_log_probs, temperature: float = 1.0, **kwargs):
+    """(per-token loss on logits: the naive reference; the same on log-probs: ``chunked_loss``'s; temperature)."""
+    return kl_only(fn, temperature=temperature, **kwargs), kl_only(from_log_probs, **kwargs), temperature
+
+
+NLL = (lambda s, t, y: token_nll(s, y), lambda s, t, y: token_nll_from_log_probs(s, y), 1.0)
+
+
 @pytest.mark.parametrize(
     "per_token",
     [
-        kl_only(reverse_kl, temperature=0.7),
-        kl_only(reverse_kl, top_k=9),
-        kl_only(reverse_kl, top_k=9, topk_mode="tail"),
-        kl_only(reverse_kl, top_k=9, topk_mode="truncated"),
-        kl_only(forward_kl),
-        kl_only(forward_kl, top_k=9),
-        lambda s, t, y: token_nll(s, y),
+        case(reverse_kl, reverse_kl_from_log_probs, 0.7),
+        case(reverse_kl, reverse_kl_from_log_probs, top_k=9),
+        case(reverse_kl, reverse_kl_from_log_probs, top_k=9, topk_mode="tail"),
+        case(reverse_kl, reverse_kl_from_log_probs, 0.7, top_k=9, topk_mode="truncated"),
+        case(forward_kl, forward_kl_from_log_probs),
+        case(forward_kl, forward_kl_from_log_probs, top_k=9),
+        NLL,
     ],
     ids=["full", "topk-renorm", "topk-tail", "topk-truncated", "forward", "forward-topk", "nll"],
 )
 @pytest.mark.parametrize("reduction", ["token_mean", "sequence_mean"])
 def test_chunked_equals_naive_in_value_and_gradient(per_token, reduction) -> None:
+    naive_loss, per_token, temperature = per_token
     torch.manual_seed(1)
     B, T, H = 3, 11, 16
     head_s = torch.nn.Linear(H, V, bias=False)
@@ -164,10 +176,11 @@ def test_chunked_equals_naive_in_value_and_gradient(per_token, reduction) -> Non
         s_hidden[~s_mask] = float("nan")
     targets = torch.randint(V, (B, T))
 
-    naive = naive_masked(per_token, s_hidden, s_mask, head_s, targets, t_hidden, t_mask, head_t, reduction)
+    naive = naive_masked(naive_loss, s_hidden, s_mask, head_s, targets, t_hidden, t_mask, head_t, reduction)
     naive_grads = torch.autograd.grad(naive, [s_hidden, head_s.weight])
     out = chunked_loss(
-        per_token, s_hidden, s_mask, head_s, targets, (t_hidden, t_mask, head_t), reduction=reduction, chunk_size=4
+        per_token, s_hidden, s_mask, head_s, targets, (t_hidden, t_mask, head_t),
+        reduction=reduction, chunk_size=4, temperature=temperature,
     )
     grads = torch.autograd.grad(out.loss, [s_hidden, head_s.weight])
 
@@ -176,7 +189,9 @@ def test_chunked_equals_naive_in_value_and_gradient(per_token, reduction) -> Non
         assert torch.allclose(torch.nan_to_num(got), torch.nan_to_num(want), atol=1e-5)
         assert torch.isfinite(got[s_mask] if got.dim() == 3 else got).all()
     assert out.token_loss.shape == (19,) and out.student_entropy.shape == (19,)
-    assert (out.student_entropy > 0).all()
+    scaled = head_s(s_hidden[s_mask]).detach() / temperature
+    entropy = -(scaled.softmax(-1) * scaled.log_softmax(-1)).sum(-1)  # the logged entropy, at the loss's temperature
+    assert torch.allclose(out.student_entropy, entropy, atol=1e-5)
 
 
 def test_chunked_rejects_mismatched_masks() -> None:
@@ -184,7 +199,7 @@ def test_chunked_rejects_mismatched_masks() -> None:
     head = torch.nn.Linear(8, V)
     with pytest.raises(ValueError, match="positions"):
         chunked_loss(
-            kl_only(reverse_kl), hidden, torch.tensor([[1, 1, 0, 0]]), head, torch.zeros(1, 4, dtype=torch.long),
+            kl_only(reverse_kl_from_log_probs), hidden, torch.tensor([[1, 1, 0, 0]]), head, torch.zeros(1, 4, dtype=torch.long),
             (hidden, torch.tensor([[1, 0, 0, 0]]), head),
         )
 
@@ -201,15 +216,13 @@ def lora_like_setup(reduction: str):
     mask[1, 4:6] = True
     targets = torch.randint(V, (B, T))
     teacher_hidden = torch.randn(B, T, H)
-    per_token = kl_only(reverse_kl, top_k=9)
-
     def run(chunked: bool) -> Tensor:
         hidden = decoder(inputs)
         if chunked:
             return chunked_loss(
-                per_token, hidden, mask, head, targets, (teacher_hidden, mask, head), reduction=reduction, chunk_size=3
+                kl_only(reverse_kl_from_log_probs, top_k=9), hidden, mask, head, targets, (teacher_hidden, mask, head), reduction=reduction, chunk_size=3
             ).loss
-        return naive_masked(per_token, hidden, mask, head, targets, teacher_hidden, mask, head, reduction)
+        return naive_masked(kl_only(reverse_kl, top_k=9), hidden, mask, head, targets, teacher_hidden, mask, head, reduction)
 
     return decoder, head, run
 

@@ -15,7 +15,7 @@ from agents.agent import Context, build_messages
 from agents.hf_backend import chat_prompt_ids
 from distill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from distill.config import DistillConfig
-from distill.losses import forward_kl
+from distill.losses import forward_kl, log_probs
 from distill.trainer import Distiller, micro_batches, per_token_loss
 from envs.base import TextEnv
 
@@ -174,7 +174,9 @@ def test_offpolicy_sees_the_student_mass_outside_the_teachers_top_k() -> None:
     assert torch.softmax(student, -1)[0, :k].sum().item() == pytest.approx(0.03, rel=1e-3)
 
     def loss(**overrides: Any) -> float:
-        return per_token_loss(config(method="offpolicy", **overrides))(student, teacher, torch.zeros(1)).item()
+        c = config(method="offpolicy", **overrides)
+        s_log, t_log = log_probs(student, c.temperature), log_probs(teacher, c.temperature)
+        return per_token_loss(c)(s_log, t_log, torch.zeros(1)).item()
 
     log_ratio = -torch.log(torch.tensor(0.03)).item()  # ~3.5: KL(teacher || student) over the full vocabulary
     assert loss() == pytest.approx(forward_kl(student, teacher).item()) == pytest.approx(log_ratio, rel=0.01)
