@@ -14,7 +14,7 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
-from agents import play
+from commands import play
 from agents.agent import Context
 from agents.models import resolve_device
 from bench import gpu_check
