@@ -14,10 +14,10 @@ import pytest
 import torch
 from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
-from commands import play
 from agents.agent import Context
 from agents.models import resolve_device
 from bench import gpu_check
+from commands import play
 from distill import run
 from distill.config import DistillConfig
 from distill.trainer import Distiller, Sample
