@@ -30,13 +30,8 @@ import argparse
 import json
 import os
 import platform
-import shlex
-import shutil
 import statistics
-import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -48,10 +43,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from agents.evaluate import PassRate, paired_difference, wilson_interval  # noqa: E402
-from distill.eval_cache import locked  # noqa: E402
+from bench.jobs import Claims, Job, Ledger, work  # noqa: E402
+from experience_store import ExperienceStore  # noqa: E402
+from experience_store.knowledge import knowledge_text  # noqa: E402
+from experience_store.selection import latest_decision  # noqa: E402
 
 GAME_ENVS = ("addition", "sokoban")  # Tables 1-2: experiential knowledge on math and on a text game
-OOD = {"addition": "qa", "sokoban": "qa", "qa": "addition"}
+OOD = {"addition": "qa", "sokoban": "qa", "qa": "addition", "math": "qa"}
+DEFAULT = "smollm2-135m"
+# Tables 7-8 (v2): Table 1 on a model that can use experience, and the paper's cross-size case.
+QWEN, QWEN_SMALL, QWEN_ENV, QWEN_TOKENS = "qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b", "math", 128
+TABLES = {1, 3, 5, 6, 7, 8}
 
 
 # Two-sided 95% Student-t quantiles by degrees of freedom (the normal 1.96 beyond the table).
@@ -66,21 +68,6 @@ def t_half_width(values: list[float]) -> float:
 
 
 @dataclass(frozen=True)
-class Job:
-    """One command; ``output`` is what it makes (a store, a context file or a run folder; None: it adds to
-    a store that an earlier job made)."""
-
-    name: str
-    argv: tuple[str, ...]
-    output: Path | None
-    resumable: bool = False  # a distillation: rerun with --resume instead of starting over
-
-    @property
-    def command(self) -> str:
-        return "python " + shlex.join(self.argv)
-
-
-@dataclass(frozen=True)
 class Settings:
     out: Path
     seeds: int
@@ -88,6 +75,7 @@ class Settings:
     eval_tasks: int
     episodes: int
     max_new_tokens: int
+    validation_tasks: int = 100
 
 
 class Plan:
@@ -99,167 +87,78 @@ class Plan:
         envs_needed = [e for e in GAME_ENVS if 1 in tables or (e == "addition" and tables & {5, 6})]
         for env in envs_needed:
             self._experience(env)
+        if tables & {7, 8}:
+            self._experience(QWEN_ENV, QWEN, QWEN_TOKENS, candidates=1)  # extraction at ~10 tokens/s
         for seed in range(settings.seeds):
+            if 7 in tables:
+                self.distill(f"{QWEN_ENV}-qwen-opcd", seed, QWEN_ENV, self.gated(QWEN_ENV, QWEN), "opcd",
+                             ("--model", QWEN), QWEN_TOKENS)  # fmt: skip
+            if 8 in tables:
+                self.distill(f"{QWEN_ENV}-cross-opcd", seed, QWEN_ENV, self.gated(QWEN_ENV, QWEN), "opcd",
+                             ("--model", QWEN_SMALL, "--teacher", QWEN), QWEN_TOKENS)  # fmt: skip
             if 1 in tables:
                 for env in GAME_ENVS:
                     for method in ("opcd", "offpolicy"):
-                        self.distill(f"{env}-{method}", seed, env, ["--context", str(self.knowledge(env))], method)
+                        self.distill(f"{env}-{method}", seed, env, self.gated(env), method)
             if 3 in tables:
                 for method in ("opcd", "offpolicy"):
                     self.distill(f"qa-system-prompt-{method}", seed, "qa", ["--env-context", "system_prompt"], method)
                 self.distill("qa-handbook-opcd", seed, "qa", ["--env-context", "handbook"], "opcd")
             if 5 in tables:
-                self.distill("addition-opcd", seed, "addition", ["--context", str(self.knowledge("addition"))], "opcd")
-                self.distill(
-                    "addition-live-opcd", seed, "addition", ["--context", str(self.knowledge("addition"))],
-                    "opcd", ("--teacher-mode", "live"),
-                )
+                self.distill("addition-opcd", seed, "addition", self.gated("addition"), "opcd")
+                self.distill("addition-live-opcd", seed, "addition", self.gated("addition"), "opcd",
+                             ("--teacher-mode", "live"))  # fmt: skip
             if 6 in tables:
-                self.distill("addition-opcd", seed, "addition", ["--context", str(self.knowledge("addition"))], "opcd")
+                self.distill("addition-opcd", seed, "addition", self.gated("addition"), "opcd")
                 self.distill(
                     "addition-traces-opcd", seed, "addition",
                     ["--context", str(self.traces("addition")), "--context-kind", "traces"], "opcd",
                 )
 
-    def knowledge(self, env: str) -> Path:
-        return self.s.out / f"{env}-knowledge.txt"
+    def gated(self, env: str, model: str = DEFAULT) -> list[str]:
+        """The context of a run on experiential knowledge: what the gate decided in the env's store, its
+        best candidate when it accepted none (the report says which), so that every table has its row."""
+        return ["--store", str(self.store(env, model)), "--force-distill"]
 
     def traces(self, env: str) -> Path:
         return self.s.out / f"{env}-traces.txt"
 
-    def store(self, env: str) -> Path:
-        return self.s.out / f"{env}.db"
+    def store(self, env: str, model: str = DEFAULT) -> Path:
+        return self.s.out / (f"{env}.db" if model == DEFAULT else f"{env}-{model}.db")
 
     def add(self, job: Job) -> None:
         self.jobs.setdefault(job.name, job)
 
-    def _experience(self, env: str) -> None:
-        """Collect train episodes, reflect (candidates scored on validation, raw traces too), export both."""
-        store = str(self.store(env))
-        self.add(Job(f"collect-{env}", ("-m", "agents.play", "--env", env, "--episodes", str(self.s.episodes),
-            "--temperature", "0.7", "--seed", "0", "--max-new-tokens", str(self.s.max_new_tokens), "--store", store),
-            self.store(env)))  # fmt: skip
-        self.add(Job(f"reflect-{env}", ("-m", "experience_store", "reflect", "--store", store, "--env", env,
-            "--steps", "4", "--candidates", "3", "--budget", "512", "--validation-tasks", "12", "--baselines",
-            "--eval-max-new-tokens", str(self.s.max_new_tokens)), None))  # fmt: skip
-        self.add(Job(f"export-{env}", ("-m", "experience_store", "knowledge", "--store", store, "--env", env,
-            "--export", str(self.knowledge(env))), self.knowledge(env)))  # fmt: skip
-        self.add(Job(f"export-traces-{env}", ("-m", "experience_store", "knowledge", "--store", store, "--env", env,
-            "--traces", "--export", str(self.traces(env))), self.traces(env)))  # fmt: skip
+    def _experience(self, env: str, model: str = DEFAULT, max_new_tokens: int | None = None, candidates: int = 3) -> None:
+        """Collect train episodes; reflect on all of them (insights from 3 seeds, exemplars, their mix; the gate
+        on validation; raw traces scored too); export the raw traces."""
+        store, tokens = str(self.store(env, model)), str(max_new_tokens or self.s.max_new_tokens)
+        suffix = "" if model == DEFAULT else f"-{model}"
+        self.add(Job(f"collect-{env}{suffix}", ("-m", "agents.play", "--env", env, "--model", model,
+            "--episodes", str(self.s.episodes), "--temperature", "0.7", "--seed", "0", "--max-new-tokens", tokens,
+            "--store", store), self.store(env, model)))  # fmt: skip
+        self.add(Job(f"reflect-{env}{suffix}", ("-m", "experience_store", "reflect", "--store", store, "--env", env,
+            "--agent-model", model, "--episodes-per-candidate", str(self.s.episodes), "--candidates", str(candidates),
+            "--budget", "512", "--validation-tasks", str(self.s.validation_tasks), "--baselines",
+            "--validation-max-new-tokens", tokens), None))  # fmt: skip
+        if model == DEFAULT:
+            self.add(Job(f"export-traces-{env}", ("-m", "experience_store", "knowledge", "--store", store,
+                "--env", env, "--traces", "--export", str(self.traces(env))), self.traces(env)))  # fmt: skip
 
     def distill(
-        self, name: str, seed: int, env: str, context: list[str], method: str, extra: tuple[str, ...] = ()
+        self, name: str, seed: int, env: str, context: list[str], method: str, extra: tuple[str, ...] = (),
+        max_new_tokens: int | None = None,
     ) -> None:
         out = self.s.out / "runs" / f"{name}-seed{seed}"
+        tokens = str(max_new_tokens or self.s.max_new_tokens)
         argv = (
             "-m", "distill.run", "--env", env, *context, "--method", method, "--ood-env", OOD[env],
             "--seed", str(seed), "--steps", str(self.s.steps), "--episodes-per-step", "4",
-            "--max-new-tokens", str(self.s.max_new_tokens), "--eval-every", "0", "--eval-tasks", str(self.s.eval_tasks),
-            "--eval-max-new-tokens", str(self.s.max_new_tokens), "--save-every", str(max(1, self.s.steps // 4)),
+            "--max-new-tokens", tokens, "--eval-every", "0", "--eval-tasks", str(self.s.eval_tasks),
+            "--eval-max-new-tokens", tokens, "--save-every", str(max(1, self.s.steps // 4)),
             "--eval-cache", str(self.s.out / "eval-cache.json"), "--out-dir", str(out), *extra,
         )  # fmt: skip
         self.add(Job(f"{name}-seed{seed}", argv, out, resumable=True))
-
-
-class Ledger:
-    """OUT/jobs.json: the finished jobs with their command and wall time (of the attempt that finished)."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.lock = path.with_name(path.name + ".lock")
-
-    @property
-    def done(self) -> dict[str, dict[str, Any]]:
-        """The finished jobs, as the file says now (other workers add to it)."""
-        return json.loads(self.path.read_text()) if self.path.exists() else {}
-
-    def record(self, job: Job, seconds: float, resumed: bool = False) -> None:
-        """Add ``job``: its command, the wall time of the attempt that finished (``resumed``: from a
-        checkpoint of an earlier one) and this process's OMP_NUM_THREADS."""
-        entry = {"command": job.command, "seconds": round(seconds, 1), "finished": time.time(), "resumed": resumed,
-                 "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset")}  # fmt: skip
-        with locked(self.lock):
-            done = {**self.done, job.name: entry}
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(done, indent=1))
-            tmp.replace(self.path)
-
-
-class Claims:
-    """OUT/claims/JOB holds the pid of the worker running JOB; a dead worker's claim may be taken over."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-        folder.mkdir(parents=True, exist_ok=True)
-
-    def take(self, name: str) -> bool:
-        """Claim ``name`` for this process; False while another live worker holds it."""
-        path = self.folder / name
-        with locked(self.folder / ".lock"):
-            if path.exists():
-                holder = int(path.read_text())
-                if holder != os.getpid() and pid_alive(holder):
-                    return False
-            path.write_text(str(os.getpid()))
-            return True
-
-    def release(self, name: str) -> None:
-        (self.folder / name).unlink(missing_ok=True)
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
-def work(plan: Plan, ledger: Ledger, claims: Claims, log: Callable[[str], None], after_job: Callable[[], None]) -> None:
-    """Run every job of ``plan`` that is not finished and that no other worker holds, in order."""
-    for job in plan.jobs.values():
-        if job.name in ledger.done:
-            continue
-        if not claims.take(job.name):
-            if job.resumable:  # a run another worker is making; later runs do not need it
-                continue
-            log(f"waiting for {job.name}: another worker is making it, and later jobs need it")
-            while not claims.take(job.name):
-                time.sleep(10)
-        try:
-            finished = run_job(job, ledger, log)
-        finally:
-            claims.release(job.name)
-        if not finished and not job.resumable:
-            log(f"stopping: later jobs need {job.name}")
-            return
-        after_job()
-
-
-def run_job(job: Job, ledger: Ledger, log: Callable[[str], None]) -> bool:
-    """Run ``job`` unless finished; True when it finished now or before."""
-    if job.name in ledger.done:
-        return True
-    argv = list(job.argv)
-    resumed = job.resumable and job.output is not None and (job.output / "latest").exists()  # a checkpoint
-    if job.resumable and job.output is not None and (job.output / "metrics.jsonl").exists():
-        argv.append("--resume")
-    elif not job.resumable and job.output is not None and job.output.exists():
-        # A half-made store or file from an interrupted run: start that job over.
-        shutil.rmtree(job.output) if job.output.is_dir() else job.output.unlink()
-        for suffix in ("-wal", "-shm"):
-            Path(str(job.output) + suffix).unlink(missing_ok=True)
-    log(f"[{time.strftime('%H:%M:%S')}] {job.name}: {job.command}")
-    start = time.perf_counter()
-    result = subprocess.run([sys.executable, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if result.returncode != 0:
-        log(f"  failed ({result.returncode}): {result.stderr.strip()[-2000:]}")
-        return False
-    ledger.record(job, time.perf_counter() - start, resumed)
-    log(f"  done in {time.perf_counter() - start:.0f} s")
-    return True
 
 
 # -- the report -------------------------------------------------------------------------------------
@@ -386,6 +285,54 @@ def bar_figure(path: Path, title: str, cells: dict[str, Cell]) -> list[str]:
     return [f"![{title}](results/{path.name})", ""]
 
 
+def gate_lines(store_path: Path, env: str, model: str) -> list[str]:
+    """The gate's decision on the env's knowledge (verdict, rule, scores) and the text the runs distilled."""
+    if not store_path.exists():
+        return []
+    with ExperienceStore.open(store_path, readonly=True) as store:
+        decision = latest_decision(store, env, model=model)
+        if decision is None:
+            return []
+        chosen = store.knowledge_set(decision.context_set(force=True))
+    scores = "; ".join(f"{c.label} {100 * c.rate.rate:.0f}% ({c.gain})" for c in decision.candidates)
+    which = "accepted" if decision.accepted else "refused by the gate, distilled anyway (`--force-distill`) to fill the table"
+    text = knowledge_text(chosen.items)
+    return [f"The gate on {env} ({model}, {decision.split} split, n={decision.no_context.n}): **{decision.verdict}**. "
+            f"No context {100 * decision.no_context.rate:.0f}%; {scores}. Rule: {decision.rule}.", "",
+            f"The distilled context ({chosen.metadata.get('label', chosen.uuid[:12])}; {which}):", "", "```text",
+            text[:800] + (" ..." if len(text) > 800 else ""), "```", ""]  # fmt: skip
+
+
+def qwen_lines(plan: Plan, results: Results, figures: Path) -> list[str]:
+    """Tables 7-8: Table 1 on the 1.5B (it measurably uses a worked example on math), and cross-size."""
+    env, ood, own, cross = QWEN_ENV, OOD[QWEN_ENV], f"{QWEN_ENV}-qwen-opcd", f"{QWEN_ENV}-cross-opcd"
+    rows = [
+        (f"{QWEN}: base", results.cell(own, "before", "student"), results.cell(own, "before", "ood"), ""),
+        (f"{QWEN}: its own knowledge in context", results.cell(own, "before", "student_with_context"), None,
+         results.change(own, ("before", "student"), ("before", "student_with_context"))),
+        (f"{QWEN}: OPCD (self-distillation)", results.cell(own, "after", "student"), results.cell(own, "after", "ood"),
+         results.change(own, ("before", "student"), ("after", "student"))),
+        (f"{QWEN_SMALL}: base", results.cell(cross, "before", "student"), results.cell(cross, "before", "ood"), ""),
+        (f"{QWEN_SMALL}: OPCD, {QWEN} extracts and teaches", results.cell(cross, "after", "student"),
+         results.cell(cross, "after", "ood"), results.change(cross, ("before", "student"), ("after", "student"))),
+    ]  # fmt: skip
+    lines = ["## Tables 7-8 (v2): experiential knowledge on a model that can use it, and cross-size", "",
+             f"{QWEN} played {plan.s.episodes} math train problems (T=0.7), wrote its own knowledge from all of them "
+             "(insights, exemplars, their mix) and the gate scored each against no context on "
+             f"{plan.s.validation_tasks} validation problems. OPCD then distils that knowledge into {QWEN} itself "
+             f"(Table 7) and, with {QWEN} as the frozen teacher holding it, into {QWEN_SMALL} (Table 8). "
+             f"Replies up to {QWEN_TOKENS} tokens; paired changes are against the row's own base, seed by seed.", "",
+             f"| model and condition | {env} (test) | {ood} (OOD) | {env}: paired change from base |", "|---|---|---|---|"]  # fmt: skip
+    lines += [f"| {label} | {cell.text()} | {o.text() if o else '—'} | {change} |" for label, cell, o, change in rows]
+    seconds = {name: results.cell(name, "after", "student").seconds for name in (own, cross)}
+    lines += ["", f"Commands: `{results.command(own)}`; `{results.command(cross)}`. Distillation wall time, all "
+              f"seeds: self {seconds[own] / 60:.0f} min, cross-size {seconds[cross] / 60:.0f} min.", ""]  # fmt: skip
+    lines += gate_lines(plan.store(QWEN_ENV, QWEN), QWEN_ENV, QWEN)
+    lines += bar_figure(figures / "table7-math-qwen.png", f"math (test), {QWEN} and {QWEN_SMALL}",
+                        {label: cell for label, cell, _, _ in rows})  # fmt: skip
+    return lines
+
+
 def report(plan: Plan, ledger: Ledger, path: Path, tables: set[int]) -> None:
     done = ledger.done  # read once: other workers may add to it meanwhile
     results = Results(plan, done)
@@ -426,11 +373,7 @@ def report(plan: Plan, ledger: Ledger, path: Path, tables: set[int]) -> None:
             table, cells = method_table(results, env, env, f"{env}: base, in-context, off-policy, OPCD")
             lines += table
             lines += bar_figure(figures / f"table1-{env}.png", f"{env} (test)", cells)
-            knowledge = plan.knowledge(env)
-            if knowledge.exists():
-                text = knowledge.read_text(encoding="utf-8").strip()
-                lines += [f"The selected knowledge for {env}, as the model wrote it:", "", "```text",
-                          text[:800] + (" ..." if len(text) > 800 else ""), "```", ""]  # fmt: skip
+            lines += gate_lines(plan.store(env), env, DEFAULT)
     if 3 in tables:
         lines += ["## Tables 3-4: system prompt distillation (QA)", "",
                   "The QA env's shipped system prompt as the context. Paper (Table 3, medical): Llama-3.2-3B 59.4 "
@@ -481,6 +424,8 @@ def report(plan: Plan, ledger: Ledger, path: Path, tables: set[int]) -> None:
                   f"{results.change('addition-opcd', ('before', 'student'), ('before', 'student_with_context'))}.", ""]
         lines += ["", f"Command (traces): `{results.command('addition-traces-opcd')}`.", ""]
         lines += bar_figure(figures / "table6-addition.png", "addition: traces vs knowledge", cells)
+    if tables & {7, 8}:
+        lines += qwen_lines(plan, results, figures)
     lines += ["## Every job", "", "| job | wall time | command |", "|---|---|---|"]
     for name, job in done.items():
         resumed = " (from a checkpoint)" if job.get("resumed") else ""
@@ -490,21 +435,24 @@ def report(plan: Plan, ledger: Ledger, path: Path, tables: set[int]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tables", nargs="+", type=int, default=[1, 3, 5, 6], choices=[1, 3, 5, 6],
-                        help="1: Tables 1-2, 3: Tables 3-4 and the handbook, 5: Table 5, 6: Table 6")  # fmt: skip
+    parser.add_argument("--tables", nargs="+", type=int, default=sorted(TABLES), choices=sorted(TABLES),
+                        help="1: Tables 1-2, 3: Tables 3-4 and the handbook, 5: Table 5, 6: Table 6, 7: Table 1 on "
+                        f"{QWEN}, 8: cross-size ({QWEN} teaches {QWEN_SMALL}); the report covers every table")  # fmt: skip
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20, help="OPCD steps per run")
     parser.add_argument("--eval-tasks", type=int, default=200, help="distinct test tasks per evaluation")
     parser.add_argument("--episodes", type=int, default=32, help="train episodes collected for reflect")
+    parser.add_argument("--validation-tasks", type=int, default=100, help="validation tasks the gate plays per candidate")
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--out", type=Path, default=Path("runs/reproduce"))
     parser.add_argument("--write", type=Path, default=Path("docs/results.md"))
     parser.add_argument("--report", action="store_true", help="only rewrite the report from finished jobs")
     parser.add_argument("--plan", action="store_true", help="print every job's command and exit")
     args = parser.parse_args(argv)
-    settings = Settings(args.out, args.seeds, args.steps, args.eval_tasks, args.episodes, args.max_new_tokens)
+    settings = Settings(args.out, args.seeds, args.steps, args.eval_tasks, args.episodes, args.max_new_tokens,
+                        args.validation_tasks)
     tables = set(args.tables)
-    plan = Plan(settings, tables)
+    plan, everything = Plan(settings, tables), Plan(settings, TABLES)  # this worker's jobs; the report's
     if args.plan:
         for job in plan.jobs.values():
             print(f"{job.name}: {job.command}")
@@ -518,8 +466,9 @@ def main(argv: list[str] | None = None) -> None:
                 log_file.write(line + "\n")
                 log_file.flush()
 
-            work(plan, ledger, Claims(args.out / "claims"), log, lambda: report(plan, ledger, args.write, tables))
-    report(plan, ledger, args.write, tables)
+            work(plan.jobs.values(), ledger, Claims(args.out / "claims"), log,
+                 lambda: report(everything, ledger, args.write, TABLES))
+    report(everything, ledger, args.write, TABLES)
     print(f"wrote {args.write}")
 
 

@@ -24,7 +24,8 @@ from common.config import add_arguments, from_arguments
 from distill.config import DistillConfig
 from distill.plots import plot_rounds
 from distill.presets import PRESETS, expand
-from distill.rounds import LoopConfig, RoundResult, run_rounds
+from distill.rounds import LOOP_SETS, LoopConfig, RoundResult, run_rounds
+from experience_store.selection import ReflectConfig
 from experience_store import ExperienceStore, StoreError
 
 console = Console()
@@ -36,20 +37,27 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--preset", choices=list(PRESETS), help="start from a named set of flags (distill/presets.py)")
     parser.add_argument("--print-preset", action="store_true", help="print the flags the command expands to and exit")
     parser.add_argument("--store", type=Path, required=True, help="experience store (created if missing)")
-    add_arguments(parser, LoopConfig)
-    add_arguments(parser, DistillConfig)
+    add_arguments(parser.add_argument_group("the loop"), LoopConfig)
+    add_arguments(parser.add_argument_group("reflection and the gate"), ReflectConfig, prefix="reflect-", exclude=LOOP_SETS)
+    add_arguments(parser.add_argument_group("distillation"), DistillConfig)
     parser.set_defaults(out_dir=Path("runs/loop"), ood_env=None)
     return parser.parse_args(argv)
 
 
 def rounds_table(results: list[RoundResult], base: DistillConfig) -> Table:
-    """Per round, one row per evaluation: its pass rate and, paired on the same test tasks, its change
-    from the round's start model without context (the OOD env: after against before)."""
-    table = Table(title=f"{base.env}: collect -> reflect -> OPCD, {base.eval_split} split (greedy). Change: paired "
-                        "on the same tasks, points [95% interval] and exact McNemar p")  # fmt: skip
+    """Per round, the gate's verdict and one row per evaluation: its pass rate and, paired on the same test
+    tasks, its change from the round's start model without context (the OOD env: after against before)."""
+    table = Table(title=f"{base.env}: collect -> reflect -> gate -> OPCD, {base.eval_split} split (greedy). Change: "
+                        "paired on the same tasks, points [95% interval] and exact McNemar p")  # fmt: skip
     for column in ("round", "evaluation", "pass rate [95%]", "change", "tasks"):
         table.add_column(column, justify="left" if column == "evaluation" else "right")
     for r in results:
+        table.add_row(str(r.round), f"gate (validation): {r.verdict}", "", "", "")
+        if not r.distilled:
+            table.add_row(str(r.round), "nothing distilled: the gate refused the knowledge (--force-distill overrides)",
+                          "", "", "")  # fmt: skip
+            table.add_section()
+            continue
         start = PassRate.from_dict(r.before["student"])
         rows = [("start, no context", start, None),
                 ("start, knowledge in context", PassRate.from_dict(r.before["student_with_context"]), start),
@@ -84,15 +92,22 @@ def main(argv: list[str] | None = None) -> None:
         if args.ood_env:
             args.ood_env = envs.spec(args.ood_env).name
         base, loop = from_arguments(args, DistillConfig), from_arguments(args, LoopConfig)
+        reflection = from_arguments(args, ReflectConfig, prefix="reflect-", **{k: getattr(ReflectConfig(), k) for k in LOOP_SETS})
         with ExperienceStore.open(args.store) as store:
             results = run_rounds(
-                base, loop, store,
+                base, loop, store, reflection,
                 on_phase=lambda r, name: console.rule(f"round {r}/{loop.rounds}: {name}"),
                 on_round=lambda r: console.print(rounds_table([r], base)),
             )
         console.print(rounds_table(results, base))
+        for r in results:
+            if not r.distilled:
+                console.print(f"round {r.round}: the gate refused the knowledge, nothing was distilled: {r.verdict}",
+                              soft_wrap=True)  # fmt: skip
+        plot = plot_rounds([r.as_dict() for r in results], base.out_dir)
+        if plot:
+            console.print(f"plot: {plot}")
         if results:
-            console.print(f"plot: {plot_rounds([r.as_dict() for r in results], base.out_dir)}")
             console.print(f"final model: {results[-1].checkpoint}")
     except (StoreError, ModelNotFound, ValueError, KeyError, FileExistsError) as err:
         errors.print(f"[red]error:[/] {err.args[0] if isinstance(err, KeyError) else err}")

@@ -1,6 +1,6 @@
 """On-Policy Context Distillation from the command line.
 
-    python -m distill.run --store exp.db --env math            # the env's selected knowledge set
+    python -m distill.run --store exp.db --env math            # the knowledge set the gate accepted
     python -m distill.run --env qa --system-prompt prompt.txt  # system prompt distillation
     python -m distill.run --env qa --env-context handbook      # internalise the QA handbook
     python -m distill.run --store exp.db --env math --resume   # continue a killed run
@@ -28,6 +28,7 @@ from distill.config import DistillConfig
 from distill.training import EvalResults, train
 from experience_store import ExperienceStore, StoreError
 from experience_store.knowledge import knowledge_text
+from experience_store.selection import latest_decision
 
 console = Console()
 errors = Console(stderr=True)
@@ -47,8 +48,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="how --context is placed in the system message (a delimited block after the instructions)",
     )
     parser.add_argument("--store", type=Path, help="experience store: the run is recorded here, and without "
-                        "another context source the env's selected knowledge set is the context")
+                        "another context source the knowledge set the gate accepted is the context")
     parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint in --out-dir")
+    parser.add_argument("--force-distill", action="store_true", help="with --store: distil the best candidate even "
+                        "when the gate found no knowledge set better than no context")
     add_arguments(parser, DistillConfig)
     return parser.parse_args(argv)
 
@@ -64,16 +67,20 @@ def given_context(args: argparse.Namespace) -> Context | None:
     return None
 
 
-def stored_context(args: argparse.Namespace, store: ExperienceStore | None) -> Context:
-    """The env's selected knowledge set in --store."""
+def stored_context(args: argparse.Namespace, store: ExperienceStore | None, model: str) -> Context:
+    """The knowledge set that the gate's newest decision for (env, ``model``: the teacher, who holds the
+    context) in --store accepted (with --force-distill: its best candidate when it accepted none)."""
     if store is None:
-        raise ValueError("give a context: --store (selected knowledge set), --context, --system-prompt or --env-context")
-    selected = store.selected_knowledge_set(args.env)
-    if selected is None:
-        raise ValueError(f"{store.path} has no selected knowledge set for env {args.env!r}; run "
-            f"`python -m experience_store reflect --store {store.path} --env {args.env}` first, or pass --context"
-        )
-    return Context(knowledge_text(selected.items), "knowledge", id=selected.uuid)
+        raise ValueError("give a context: --store (the gate's accepted knowledge set), --context, --system-prompt or --env-context")
+    decision = latest_decision(store, args.env, model=model)
+    if decision is None:
+        others = latest_decision(store, args.env)
+        scored = f" (it has one for {others.model}, which is not this run's teacher)" if others else ""
+        raise ValueError(f"{store.path} has no knowledge decision for env {args.env!r} and model {model}{scored}; run "
+                         f"`python -m experience_store reflect --store {store.path} --env {args.env} --agent-model {model}` "
+                         "first, or pass --context")  # fmt: skip
+    chosen = store.knowledge_set(decision.context_set(force=args.force_distill))
+    return Context(knowledge_text(chosen.items), "knowledge", id=chosen.uuid)
 
 
 def results_table(before: EvalResults, after: EvalResults, config: DistillConfig) -> Table:
@@ -114,10 +121,10 @@ def main(argv: list[str] | None = None) -> None:
             resolve_model(name)  # a missing or broken model is an error before anything is written
         resolve_device(config.device)  # so is a missing GPU
         if context is None and args.store and not args.store.exists():  # not created just to say so
-            raise ValueError(f"{args.store} does not exist, so it has no selected knowledge set for env "
+            raise ValueError(f"{args.store} does not exist, so it has no knowledge decision for env "
                              f"{args.env!r}; pass --context, --system-prompt or --env-context")  # fmt: skip
         store = ExperienceStore.open(args.store) if args.store else None
-        context = context or stored_context(args, store)
+        context = context or stored_context(args, store, config.teacher or config.model)  # who holds the context
         progress = Progress(
             TextColumn("[bold]step"), MofNCompleteColumn(), BarColumn(), TextColumn("{task.fields[status]}"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console,

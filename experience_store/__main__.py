@@ -20,17 +20,15 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-import envs
 from agents.evaluate import PassRate
-from agents.llm import LLM, SamplingParams, load_llm
 from agents.records import Episode, Message, Turn
-from experience_store.errors import NotAStore, StoreError
+from experience_store.decision import KnowledgeDecision
+from experience_store.errors import StoreError
 from experience_store.jsonl import RECORD_TYPES, TransferCounts, check_jsonl, export_jsonl, import_jsonl, merge_stores
-from experience_store.knowledge import knowledge_text, llm_token_counter, trace_text
-from experience_store.records import KNOWLEDGE_KINDS, RUN_STATUSES, KnowledgeItem, KnowledgeSet
-from experience_store.reflect import ExtractionOptions, Extractor, task_style
-from experience_store.selection import PassRateScorer, ReflectConfig, ReflectError, newest_model, reflect
-from experience_store.similarity import TokenOverlap
+from experience_store.knowledge import knowledge_text, trace_text
+from experience_store.records import KNOWLEDGE_KINDS, RUN_STATUSES, KnowledgeSet
+from experience_store.reflect_command import add_reflect_arguments, cmd_reflect
+from experience_store.selection import latest_decision
 from experience_store.store import ExperienceStore
 
 CLI_TIMEOUT = 10.0
@@ -73,7 +71,6 @@ def _integer(low: int, high: int) -> Callable[[str], int]:
 
 _positive = _integer(1, 2**31 - 1)  # counts and lengths
 _round = _integer(0, 2**63 - 1)
-_seed = _integer(0, 2**32 - 1)
 
 
 def _number(text: str) -> float:
@@ -98,13 +95,6 @@ def _timeout(text: str) -> float:
     value = _nonnegative(text)
     if value > MAX_TIMEOUT:
         raise argparse.ArgumentTypeError(f"must be at most {MAX_TIMEOUT:,.0f} seconds, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = _number(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
     return value
 
 
@@ -276,7 +266,8 @@ def cmd_knowledge(args: argparse.Namespace) -> int:
     with _open(args) as store:
         sets = store.knowledge_sets(env=args.env)
         items = store.knowledge_items(env=args.env, kind=args.kind)
-    exported = _export_knowledge(args, sets) if args.export else ""  # first: a closed stdout must not stop it
+        decision = latest_decision(store, args.env) if args.env else None
+    exported = _export_knowledge(args, sets, decision) if args.export else ""  # first: a closed stdout must not stop it
     table = Table(title=f"Knowledge sets ({len(sets)})")
     for column in ("id", "created", "env", "round", "items", "tokens", "validation", "selected"):
         table.add_column(column)
@@ -296,6 +287,8 @@ def cmd_knowledge(args: argparse.Namespace) -> int:
         table.add_row(i.uuid[:12], env, i.kind, Text(i.model), str(i.round), sources, Text(_short(i.text)))
     console.print(table)
     if args.env:
+        if decision is not None:
+            console.print(f"the gate, round {decision.round} ({decision.model}): {decision.verdict}", soft_wrap=True)
         selected = next((s for s in sets if s.selected), None)
         if selected is None:
             console.print(f"no knowledge set is selected for {args.env}")
@@ -317,7 +310,7 @@ def _set_panel(s: KnowledgeSet) -> Panel:
     return Panel(Text(knowledge_text(s.items)), title=title, subtitle=f"validation {_score(s)}")
 
 
-def _export_knowledge(args: argparse.Namespace, sets: list[KnowledgeSet]) -> str:
+def _export_knowledge(args: argparse.Namespace, sets: list[KnowledgeSet], decision: KnowledgeDecision | None) -> str:
     """Write the selected set (or, with --traces, the newest raw-trace set) as a plain-text context file;
     return the command line that uses it."""
     if not args.env:
@@ -331,91 +324,14 @@ def _export_knowledge(args: argparse.Namespace, sets: list[KnowledgeSet]) -> str
     else:
         selected = next((s for s in sets if s.selected), None)
         if selected is None:
+            gate = f" (the gate's newest decision: {decision.verdict})" if decision else ""
             raise StoreError(
-                f"{args.store} has no selected knowledge set for env {args.env!r}: "
+                f"{args.store} has no selected knowledge set for env {args.env!r}{gate}: "
                 f"run python -m experience_store reflect --store {args.store} --env {args.env}"
             )
         args.export.write_text(knowledge_text(selected.items) + "\n", encoding="utf-8")
         hint = "--context-kind knowledge"
     return f"python -m agents.play --context {args.export} {hint}"
-
-
-def _load(name: str, args: argparse.Namespace) -> LLM:
-    # Imported here: agents.models pulls in torch and transformers, which the other commands never need.
-    from agents.models import ModelNotFound
-
-    try:
-        with console.status(f"loading {name}..."):
-            return load_llm(name, backend=args.backend, dtype=args.dtype, device=args.device)
-    except ModelNotFound as exc:
-        raise ReflectError(str(exc)) from None
-
-
-def cmd_reflect(args: argparse.Namespace) -> int:
-    try:
-        envs.spec(args.env)  # an unknown env fails here, before anything is opened or loaded
-    except KeyError as exc:
-        raise ReflectError(exc.args[0]) from None
-    if not args.store.exists():  # opening it would create it; anything else there, open refuses
-        raise NotAStore(f"{args.store}: no such store; create it with python -m agents.play --store {args.store}")
-    config = ReflectConfig(
-        steps=args.steps, candidates=args.candidates, budget=args.budget, every=args.every, order=args.order,
-        only_success=args.only_success, seed=args.seed,
-        mode="test-time" if args.test_time else "validation", baselines=args.baselines,
-    )
-    with ExperienceStore.open(args.store, timeout=args.timeout) as store:
-        agent_model = args.agent_model or newest_model(store, args.env)
-        agent_llm = _load(agent_model, args)
-        extractor_llm = agent_llm if args.model in (None, agent_model) else _load(args.model, args)
-        extractor = Extractor(
-            extractor_llm, task_style(args.env), ExtractionOptions(withhold_outcome=args.withhold_outcome),
-            SamplingParams(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=0.95, top_k=20),
-            round=args.round,
-        )
-        evaluation = SamplingParams(
-            max_new_tokens=args.eval_max_new_tokens, temperature=args.eval_temperature, seed=args.seed
-        )
-        tasks, batch = args.validation_tasks, args.batch_size
-        scorers = {
-            kind: PassRateScorer(agent_llm, args.env, tasks, evaluation, kind, batch_size=batch)
-            for kind in ("knowledge", "traces")
-        }
-        console.print(
-            f"reflecting on {args.env} train episodes of {agent_model} with {extractor_llm.name}: "
-            f"{config.candidates} seeds x {config.steps} steps, budget {config.budget} tokens", soft_wrap=True,
-        )
-
-        def on_items(seed: int, step: int, episode: Episode, items: list[KnowledgeItem]) -> None:
-            outcome = Text("success", style="green") if episode.success else Text("failure", style="red")
-            head = (f"seed {seed} step {step} ", "bold")
-            console.print(Text.assemble(head, f"episode {episode.uuid[:10]} (", outcome, ")"))
-            for item in items:
-                console.print(Text.assemble(("  - ", "cyan"), item.text))
-            if not items:
-                console.print(Text("  (no parsable item)", style="dim"))
-
-        def on_score(s: KnowledgeSet) -> None:
-            console.print(f"scored {s.uuid[:12]} (seed {s.metadata['seed']}, {s.metadata['steps']} steps): {_score(s)}")
-
-        result = reflect(
-            store, extractor, scorers["knowledge"], args.env, llm_token_counter(extractor_llm), config,
-            agent_model=agent_model, trace_scorer=scorers["traces"], similar=TokenOverlap(args.similarity),
-            on_items=on_items, on_score=on_score,
-        )
-    table = Table(title=f"Candidate knowledge sets for {args.env} ({config.mode})")
-    score_column = f"{args.validation_tasks}-task validation pass rate"
-    for column in ("set", "seed", "steps", "items", "tokens", score_column, "selected"):
-        table.add_column(column, justify="left" if column == "set" else "right")
-    for s in result.candidates:
-        mark = Text("✓", style="bold green") if s.uuid == result.selected.uuid else ""
-        row = (str(s.metadata["seed"]), str(s.metadata["steps"]), str(len(s.items)), str(s.token_count), _score(s))
-        table.add_row(s.uuid[:12], *row, mark)
-    for label, (score, n) in result.baselines.items():
-        tokens = str(result.trace_set.token_count) if label == "raw traces" and result.trace_set else "0"
-        table.add_row(Text(label, style="dim"), "", "", "", tokens, str(PassRate(round(score * n), n)), "")
-    console.print(table)
-    console.print(_set_panel(result.selected))
-    return 0
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
@@ -483,45 +399,6 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 1
 
 
-def _reflect_arguments(parser: argparse.ArgumentParser) -> None:
-    d = ReflectConfig()
-    add = parser.add_argument
-    add("--env", required=True, help="env name, as agents.play stored its episodes, e.g. math or frozenlake")
-    add("--model", help="the model that writes the knowledge (default: the agent model)")
-    add("--agent-model", help="the model whose train episodes are read and who plays validation in context "
-        "(default: the model of the env's newest train episode)")
-    add("--steps", type=_positive, default=d.steps, help="episodes reflected on per candidate (default %(default)s)")
-    add("--candidates", type=_positive, default=d.candidates,
-        help="sampling seeds, one candidate set each (default %(default)s)")
-    add("--budget", type=_positive, default=d.budget,
-        help="tokens per knowledge set; the oldest items leave past it (default %(default)s)")
-    add("--every", type=_positive, help="also make a candidate every N accumulation steps")
-    add("--order", choices=["newest", "random"], default=d.order,
-        help="newest: the same newest episodes for every seed (the paper); random: a seeded sample per seed")
-    add("--only-success", action="store_true", help="reflect on successful episodes only")
-    add("--withhold-outcome", action="store_true",
-        help="do not tell the extractor the outcome (the paper's math setting)")
-    add("--similarity", type=_fraction, default=TokenOverlap().threshold,
-        help="word-overlap (Jaccard) at which two items are merged as near-duplicates (default %(default)s)")
-    add("--validation-tasks", type=_positive, default=20,
-        help="validation tasks each candidate is scored on (default %(default)s)")
-    add("--test-time", action="store_true", help="the paper's test-time mode: select a random candidate, unscored")
-    add("--baselines", action="store_true",
-        help="also score no context and the raw traces (never selected; not with --test-time)")
-    add("--seed", type=_seed, default=d.seed,
-        help="candidate k samples with seed + k; validation uses seed (default %(default)s)")
-    add("--round", type=_round, default=0, help="the experiential-learning round, for provenance (default %(default)s)")
-    add("--max-new-tokens", type=_positive, default=192, help="extraction reply length cap (default %(default)s)")
-    add("--temperature", type=_nonnegative, default=0.7, help="extraction sampling temperature (default %(default)s)")
-    add("--eval-max-new-tokens", type=_positive, default=128, help="validation reply length cap (default %(default)s)")
-    add("--eval-temperature", type=_nonnegative, default=0.7,
-        help="validation sampling temperature, 0 = greedy (default %(default)s)")
-    add("--batch-size", type=_positive, default=8, help="validation episodes played in lockstep (default %(default)s)")
-    add("--backend", choices=["hf", "vllm"], default="hf")
-    add("--dtype", choices=["float32", "bfloat16", "float16", "auto"], default="float32")
-    add("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m experience_store", description=__doc__.splitlines()[0])
     common = argparse.ArgumentParser(add_help=False)
@@ -556,8 +433,8 @@ def build_parser() -> argparse.ArgumentParser:
     knowledge.add_argument("--kind", choices=KNOWLEDGE_KINDS, help="item kind")
     knowledge.add_argument("--export", type=Path, help="write the env's selected set as a plain-text --context file")
     knowledge.add_argument("--traces", action="store_true", help="with --export: the newest raw-trace set instead")
-    reflect_help = "write knowledge from stored episodes; select a set on validation"
-    _reflect_arguments(command("reflect", cmd_reflect, reflect_help))
+    reflect_help = "write knowledge from stored episodes; the gate accepts a set only if it beats no knowledge"
+    add_reflect_arguments(command("reflect", cmd_reflect, reflect_help))
     runs = command("runs", cmd_runs, "distillation runs")
     runs.add_argument("--status", choices=RUN_STATUSES)
     export = command("export", cmd_export, "write every record as JSONL (schema: experience_store/jsonl.py)")

@@ -127,5 +127,17 @@ _V1: tuple[str, ...] = (
     ) WITHOUT ROWID""",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1,)
+# Version 2: knowledge items may be exemplars (successful traces kept as worked examples). SQLite cannot
+# alter a CHECK constraint, and rebuilding the table would break the items' foreign keys; widening the
+# list in the stored schema is the documented way (no stored row changes). The new index's DDL bumps the
+# schema cookie, so that other open connections reload the schema.
+_V2 = (
+    "PRAGMA writable_schema = ON",
+    """UPDATE sqlite_master SET sql = replace(sql, "'raw_trace')", "'raw_trace', 'exemplar')")
+       WHERE type = 'table' AND name = 'knowledge_items'""",
+    "PRAGMA writable_schema = RESET",
+    "CREATE INDEX knowledge_items_kind ON knowledge_items (kind)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
 SCHEMA_VERSION = len(MIGRATIONS)

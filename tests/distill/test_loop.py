@@ -14,34 +14,38 @@ from distill.loop import main
 from distill.presets import PRESETS, expand
 from distill.rounds import LoopConfig, run_rounds
 from experience_store import ExperienceStore
-from experience_store.records import KnowledgeItem, KnowledgeSet
+from experience_store.selection import ReflectConfig, latest_decision
 
 
-def configs(model: str, out: Path, rounds: int) -> tuple[DistillConfig, LoopConfig]:
+def configs(model: str, out: Path, rounds: int, force: bool = True) -> tuple[DistillConfig, LoopConfig, ReflectConfig]:
     base = DistillConfig(
         env="qa", model=model, out_dir=out, steps=1, episodes_per_step=2, max_new_tokens=4, eval_tasks=2,
         eval_max_new_tokens=3, eval_every=0, ood_env="math",
     )
-    loop = LoopConfig(rounds=rounds, episodes=3, reflect_steps=2, reflect_candidates=2, reflect_budget=128, validation_tasks=2)
-    return base, loop
+    loop = LoopConfig(rounds=rounds, episodes=3, force_distill=force)  # 2 validation tasks never pass the gate
+    reflection = ReflectConfig(candidates=2, budget=128, validation_tasks=2, validation_max_new_tokens=3, knowledge="insights")
+    return base, loop, reflection
 
 
 def test_rounds_chain_models_and_resume(writer_dir: str, tmp_path: Path) -> None:
     out = tmp_path / "loop"
     with ExperienceStore.open(tmp_path / "exp.db") as store:
-        first = run_rounds(*configs(writer_dir, out, rounds=1), store)
+        base, loop, reflection = configs(writer_dir, out, rounds=1)
+        first = run_rounds(base, loop, store, reflection)
         assert [r.round for r in first] == [1] and first[0].model == writer_dir
         state = (out / "loop.json").read_text()
-        base, loop = configs(writer_dir, out, rounds=2)
+        base, loop, reflection = configs(writer_dir, out, rounds=2)
         changed = dataclasses.replace(base, model="other-model", steps=2)
         with pytest.raises(ValueError, match=f"--model {writer_dir} -> other-model; --steps 1 -> 2 "):
-            run_rounds(changed, loop, store)  # finished rounds were made with the start model and 1 step
+            run_rounds(changed, loop, store, reflection)  # finished rounds were made with the start model and 1 step
         with pytest.raises(ValueError, match="--reflect-budget 128 -> 64"):
-            run_rounds(base, dataclasses.replace(loop, reflect_budget=64), store)
+            run_rounds(base, loop, store, dataclasses.replace(reflection, budget=64))
         assert (out / "loop.json").read_text() == state
         phases: list[tuple[int, str]] = []
-        both = run_rounds(*configs(writer_dir, out, rounds=2), store, on_phase=lambda r, p: phases.append((r, p)))
+        base, loop, reflection = configs(writer_dir, out, rounds=2)
+        both = run_rounds(base, loop, store, reflection, on_phase=lambda r, p: phases.append((r, p)))
         assert phases == [(2, "collect"), (2, "reflect"), (2, "distill")]  # round 1 was not redone
+        assert all(r.verdict.startswith("forced: no knowledge beat no context") for r in both)
         assert both[1].model == first[0].checkpoint and Path(both[1].checkpoint, "config.json").is_file()
 
         for r in (1, 2):
@@ -54,19 +58,24 @@ def test_rounds_chain_models_and_resume(writer_dir: str, tmp_path: Path) -> None
     assert [r["round"] for r in state["rounds"]] == [1, 2]
 
 
-def test_a_selected_set_written_by_another_model_is_refused(writer_dir: str, tmp_path: Path) -> None:
+def test_a_round_whose_knowledge_the_gate_refuses_distils_nothing(writer_dir: str, tmp_path: Path) -> None:
+    out = tmp_path / "loop"
     with ExperienceStore.open(tmp_path / "exp.db") as store:
-        item = KnowledgeItem("Read the question twice.", env_id="qa", model="other-model", round=1)
-        store.add_knowledge_set(KnowledgeSet("qa", [item], token_count=6, round=1, selected=True))
-        with pytest.raises(ValueError, match=r"round 1 .* was written by other-model, not by this round's model"):
-            run_rounds(*configs(writer_dir, tmp_path / "loop", rounds=1), store)
-        assert not (tmp_path / "loop" / "round-1").exists()  # nothing distilled from it
+        base, loop, reflection = configs(writer_dir, out, rounds=1, force=False)
+        (result,) = run_rounds(base, loop, store, reflection)
+        assert result.verdict.startswith("no knowledge beat no context") and not result.distilled
+        assert result.checkpoint == writer_dir and result.before == result.after == {}  # the next round's model
+        assert not (out / "round-1").exists()
+        decision = latest_decision(store, "qa", model=writer_dir, round=1)
+        assert decision is not None and decision.accepted is None and decision.no_context.n == 2
+        assert len(list(store.episodes(env="qa", split="train", round=1))) == 3  # every collected episode was read
+        assert len({i.source_episodes[0] for i in store.knowledge_items(env="qa")}) <= 3
 
 
 def test_cli_prints_the_round_table(writer_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     main([
         "--store", str(tmp_path / "exp.db"), "--env", "qa", "--model", writer_dir, "--rounds", "1", "--episodes", "2",
-        "--reflect-steps", "1", "--reflect-candidates", "1", "--validation-tasks", "2", "--steps", "1",
+        "--reflect-candidates", "1", "--reflect-validation-tasks", "2", "--force-distill", "--steps", "1",
         "--episodes-per-step", "2", "--max-new-tokens", "4", "--eval-tasks", "2", "--eval-max-new-tokens", "3",
         "--eval-every", "0", "--ood-env", "math", "--out-dir", str(tmp_path / "loop"),
     ])
@@ -88,12 +97,12 @@ def test_demo_preset_runs_the_loop(writer_dir: str, tmp_path: Path, capsys: pyte
     """The README's demo command, shrunk by typed flags: the addition env, QA as the OOD env."""
     main([
         "--preset", "demo", "--store", str(tmp_path / "demo.db"), "--out-dir", str(tmp_path / "demo"),
-        "--model", writer_dir, "--episodes", "2", "--reflect-steps", "1", "--reflect-candidates", "1",
-        "--validation-tasks", "2", "--steps", "1", "--episodes-per-step", "2", "--max-new-tokens", "4",
+        "--model", writer_dir, "--episodes", "2", "--reflect-candidates", "1", "--reflect-knowledge", "insights",
+        "--reflect-validation-tasks", "2", "--steps", "1", "--episodes-per-step", "2", "--max-new-tokens", "4",
         "--eval-tasks", "2", "--eval-max-new-tokens", "3",
     ])
     out = " ".join(capsys.readouterr().out.split())
-    assert "OPCD" in out and "OOD" in out
+    assert "the gate refused the knowledge" in out and "no knowledge beat no context" in out  # 2 tasks: never
     with ExperienceStore.open(tmp_path / "demo.db", readonly=True) as store:
         (loop_run,) = [run for run in store.runs() if run.config.get("kind") == "loop"]
         assert (loop_run.config["env"], loop_run.config["ood_env"], loop_run.status) == ("addition", "qa", "completed")

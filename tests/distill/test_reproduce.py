@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.reproduce import Claims, Job, Ledger, Plan, Settings, report, run_job, work
+from bench.jobs import Claims, Job, Ledger, run_job, work
+from bench.reproduce import QWEN, QWEN_SMALL, TABLES, Plan, Settings, report
 
 
 def fake_run(job_output: Path, before: dict[str, int], after: dict[str, int], n: int = 10) -> None:
@@ -22,7 +23,9 @@ def fake_run(job_output: Path, before: dict[str, int], after: dict[str, int], n:
 def test_plan_orders_setup_before_runs_and_shares_runs_between_tables(tmp_path: Path) -> None:
     plan = Plan(Settings(tmp_path, seeds=2, steps=3, eval_tasks=5, episodes=4, max_new_tokens=8), {1, 5, 6})
     names = list(plan.jobs)
-    assert names[:4] == ["collect-addition", "reflect-addition", "export-addition", "export-traces-addition"]
+    assert names[:3] == ["collect-addition", "reflect-addition", "export-traces-addition"]
+    assert "--episodes-per-candidate 4 --candidates 3" in plan.jobs["reflect-addition"].command
+    assert "--store " in plan.jobs["addition-opcd-seed0"].command and "--force-distill" in plan.jobs["addition-opcd-seed0"].command
     assert names.count("addition-opcd-seed0") == 1  # Tables 1, 5 and 6 read the same run
     run = plan.jobs["addition-live-opcd-seed1"]
     assert run.resumable and "--teacher-mode live" in run.command and "--seed 1" in run.command
@@ -78,7 +81,7 @@ def test_workers_share_a_plan_through_claims(tmp_path: Path) -> None:
     try:
         (claims.folder / "qa-system-prompt-offpolicy-seed0").write_text(str(busy.pid))  # another live worker's run
         (claims.folder / "qa-handbook-opcd-seed0").write_text("999999999")  # a dead worker's claim: taken over
-        work(plan, ledger, claims, lambda line: None, lambda: None)
+        work(plan.jobs.values(), ledger, claims, lambda line: None, lambda: None)
         assert made.read_text().split() == ["qa-system-prompt-opcd-seed0", "qa-handbook-opcd-seed0"]
         assert set(ledger.done) == {"qa-system-prompt-opcd-seed0", "qa-handbook-opcd-seed0"}
         assert [p.name for p in claims.folder.iterdir() if not p.name.startswith(".")] == ["qa-system-prompt-offpolicy-seed0"]
@@ -87,3 +90,21 @@ def test_workers_share_a_plan_through_claims(tmp_path: Path) -> None:
         busy.kill()
         busy.wait()
     assert claims.take("qa-system-prompt-offpolicy-seed0")  # its worker is gone
+
+
+def test_tables_7_and_8_run_the_larger_models_on_their_own_knowledge(tmp_path: Path) -> None:
+    plan = Plan(Settings(tmp_path, seeds=1, steps=3, eval_tasks=10, episodes=4, max_new_tokens=8), {7, 8})
+    assert list(plan.jobs)[:2] == [f"collect-math-{QWEN}", f"reflect-math-{QWEN}"]
+    assert f"--agent-model {QWEN}" in plan.jobs[f"reflect-math-{QWEN}"].command
+    own, cross = plan.jobs["math-qwen-opcd-seed0"].command, plan.jobs["math-cross-opcd-seed0"].command
+    assert f"--model {QWEN}" in own and "--max-new-tokens 128" in own and "--ood-env qa" in own
+    assert f"--model {QWEN_SMALL} --teacher {QWEN}" in cross and str(plan.store("math", QWEN)) in cross
+    ledger = Ledger(tmp_path / "jobs.json")
+    job = plan.jobs["math-qwen-opcd-seed0"]
+    fake_run(job.output, {"student": 3, "student_with_context": 8, "ood": 2}, {"student": 6, "student_with_context": 8, "ood": 2})
+    ledger.record(job, 600.0)
+    out = tmp_path / "results.md"
+    report(Plan(plan.s, TABLES), ledger, out, TABLES)
+    text = out.read_text()
+    assert "## Tables 7-8 (v2)" in text and f"| {QWEN}: OPCD (self-distillation) | 60.0 [31, 83] (n=10, 1 seed) |" in text
+    assert f"| {QWEN_SMALL}: OPCD, {QWEN} extracts and teaches | (not run yet) |" in text

@@ -111,11 +111,11 @@ def test_runs_share_the_start_models_evaluation(tiny_model_dir: str, tmp_path: P
 def test_missing_context_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, stderr = distill(capsys, "--env", "math", "--store", str(tmp_path / "exp.db"), "--out-dir", str(tmp_path / "run"))
     assert code != 0
-    assert "no selected knowledge set" in stderr and "Traceback" not in stderr
+    assert "no knowledge decision" in stderr and "Traceback" not in stderr
     assert list(tmp_path.iterdir()) == []  # no empty store left behind
     ExperienceStore.open(tmp_path / "exp.db").close()  # an existing store without a selected set
     code, _, stderr = distill(capsys, "--env", "math", "--store", str(tmp_path / "exp.db"), "--out-dir", str(tmp_path / "run"))
-    assert code != 0 and "no selected knowledge set" in stderr and "reflect" in stderr
+    assert code != 0 and "no knowledge decision" in stderr and "reflect" in stderr
 
 
 def test_env_args_are_parsed_and_a_bad_one_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -23,7 +23,7 @@ from agents.rollout import Task, collect_episodes
 from experience_store import ExperienceStore
 from experience_store.knowledge import knowledge_text, llm_token_counter
 from experience_store.reflect import ITEM_MARKER, Extractor, parse_items, task_style
-from experience_store.selection import PassRateScorer, ReflectConfig, reflect
+from experience_store.selection import PassRateScorer, ReflectConfig, latest_decision, reflect
 
 
 @pytest.fixture(scope="module")
@@ -59,33 +59,36 @@ def test_reflect_cli_on_episodes_that_agents_play_stored(writer_dir: str, item: 
         played = run("agents.play", "--env", env, "--model", writer_dir, "--episodes", episodes,
                      "--store", str(store), "--max-new-tokens", "24")
         assert played.returncode == 0, played.stderr
-    result = run("experience_store", "reflect", "--store", str(store), "--env", "math", "--steps", "2",
-                 "--candidates", "2", "--validation-tasks", "2", "--max-new-tokens", "24",
-                 "--eval-max-new-tokens", "24", "--baselines")
+    result = run("experience_store", "reflect", "--store", str(store), "--env", "math", "--episodes-per-candidate", "2",
+                 "--candidates", "2", "--validation-tasks", "2", "--extract-max-new-tokens", "24",
+                 "--validation-max-new-tokens", "24", "--knowledge", "insights", "--baselines")
     assert result.returncode == 0, result.stderr
-    assert item in result.stdout and "seed 1 step 2" in result.stdout  # items shown as they are written
-    assert "Candidate knowledge sets for math" in result.stdout and "raw traces" in result.stdout
+    out = " ".join(result.stdout.split())
+    assert item in out and "seed 1 step 2" in out  # items shown as they are written
+    assert "The gate for math" in out and "baseline raw traces" in out
+    assert "no knowledge beat no context" in out  # 2 validation tasks cannot show a gain
     with ExperienceStore.open(store, readonly=True) as s:
         played = {e.uuid for e in s.episodes(env="math")}
         items = s.knowledge_items(env="math", kind="experience")
-        selected = s.selected_knowledge_set("math")
         candidates = [k for k in s.knowledge_sets(env="math") if k.metadata.get("selection") == "validation"]
-        (run_record,) = s.runs()
+        decision = latest_decision(s, "math")
+        assert s.selected_knowledge_set("math") is None
     assert len(items) == 4 and all(i.text == item and i.model == writer_dir for i in items)
     assert all(len(i.source_episodes) == 1 and i.source_episodes[0] in played for i in items)
     assert len(candidates) == 2 and all(k.validation_n == 2 for k in candidates)
-    assert selected is not None and knowledge_text(selected.items) == item  # the two copies were merged
-    assert selected.metadata["merged"] and run_record.evaluation["selected"] == selected.uuid
+    assert all(knowledge_text(k.items) == item and k.metadata["merged"] for k in candidates)  # copies merged
+    assert decision is not None and decision.accepted is None and decision.model == writer_dir
 
-    export = ("--export", str(tmp_path / "k.txt"))
-    shown = run("experience_store", "knowledge", "--store", str(store), "--env", "math", *export)
-    assert shown.returncode == 0, shown.stderr
-    assert "selected knowledge set" in shown.stdout and (tmp_path / "k.txt").read_text() == item + "\n"
+    shown = run("experience_store", "knowledge", "--store", str(store), "--env", "math")
+    assert shown.returncode == 0 and "no knowledge beat no context" in " ".join(shown.stdout.split())
+    export = run("experience_store", "knowledge", "--store", str(store), "--env", "math", "--export", str(tmp_path / "k.txt"))
+    one_line_error(export, "no selected knowledge set", "no knowledge beat no context")
     traces = run("experience_store", "knowledge", "--store", str(store), "--env", "math", "--export",
                  str(tmp_path / "t.txt"), "--traces")
     assert traces.returncode == 0 and "Problem:" in (tmp_path / "t.txt").read_text()
     replay = run("agents.play", "--env", "math", "--model", writer_dir, "--eval", "--episodes", "1",
-                 "--context", str(tmp_path / "k.txt"), "--store", str(store), "--max-new-tokens", "4")
+                 "--context", str(tmp_path / "t.txt"), "--context-kind", "traces", "--store", str(store),
+                 "--max-new-tokens", "4")
     assert replay.returncode == 0, replay.stderr  # the exported file is a usable --context
 
 
@@ -106,7 +109,7 @@ def test_reflect_cli_errors_are_one_line(tmp_path: Path) -> None:
     one_line_error(run("experience_store", "reflect", "--store", str(store), "--env", "chess"), "unknown env 'chess'")
     one_line_error(run("experience_store", "knowledge", "--store", str(store), "--env", "math", "--export",
                        str(tmp_path / "k.txt")), "no selected knowledge set", "reflect")
-    usage = run("experience_store", "reflect", "--store", str(store), "--env", "math", "--steps", "0")
+    usage = run("experience_store", "reflect", "--store", str(store), "--env", "math", "--episodes-per-candidate", "0")
     assert usage.returncode == 2 and "must be >= 1" in usage.stderr
 
 
@@ -131,12 +134,13 @@ def test_reflect_runs_on_every_env(
     with ExperienceStore.open(tmp_path / "exp.db") as store:
         store.add_episodes(episodes)
         scorer = PassRateScorer(llm, env, num_tasks=1, sampling=SamplingParams(max_new_tokens=24, seed=0))
-        result = reflect(store, Extractor(llm, task_style(env)), scorer, env, llm_token_counter(llm),
-                         ReflectConfig(steps=2, candidates=1))
-        selected = store.selected_knowledge_set(env)
-    assert selected is not None and selected.uuid == result.selected.uuid and selected.validation_n == 1
-    assert [i.text for i in selected.items] == [item]
-    assert selected.items[0].source_episodes[0] in {e.uuid for e in episodes}
+        config = ReflectConfig(episodes_per_candidate=2, candidates=1, validation_tasks=1, knowledge="insights")
+        result = reflect(store, Extractor(llm, task_style(env)), scorer, env, llm_token_counter(llm), config)
+        assert store.selected_knowledge_set(env) is None  # one validation task cannot show a gain
+    (candidate,) = result.candidates
+    assert result.decision.accepted is None and candidate.validation_n == 1 == result.decision.no_context.n
+    assert [i.text for i in candidate.items] == [item]
+    assert candidate.items[0].source_episodes[0] in {e.uuid for e in episodes}
 
 
 @pytest.mark.slow
@@ -148,9 +152,10 @@ def test_default_model_reflects_on_its_own_math_episodes(tmp_path: Path) -> None
     with ExperienceStore.open(tmp_path / "exp.db") as store:
         store.add_episodes(episodes)
         scorer = PassRateScorer(llm, "math", num_tasks=4, sampling=SamplingParams(max_new_tokens=96, seed=0))
-        result = reflect(store, Extractor(llm, "problem"), scorer, "math", llm_token_counter(llm),
-                         ReflectConfig(steps=4, candidates=2, budget=512))
-        selected = store.selected_knowledge_set("math")
-    assert selected is not None and selected.items and selected.validation_n == 4
-    assert selected.token_count <= 512 and all(c.validation_score is not None for c in result.candidates)
-    assert all(i.model == "smollm2-135m" and i.source_episodes[0] in {e.uuid for e in episodes} for i in selected.items)
+        config = ReflectConfig(episodes_per_candidate=4, candidates=2, budget=512, validation_tasks=4)
+        result = reflect(store, Extractor(llm, "problem"), scorer, "math", llm_token_counter(llm), config)
+    insights = [c for c in result.candidates if c.metadata["kind"] == "insights"]
+    assert insights and all(c.items and c.token_count <= 512 and c.validation_n == 4 for c in insights)
+    assert len(result.decision.candidates) == len(result.candidates) and result.decision.no_context.n == 4
+    assert all(i.model == "smollm2-135m" and i.source_episodes[0] in {e.uuid for e in episodes}
+               for c in insights for i in c.items)  # fmt: skip

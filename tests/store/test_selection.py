@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from agents.evaluate import PassRate
 from agents.hf_backend import HFBackend
 from agents.llm import Generation, SamplingParams
 from agents.records import Episode, Message, Turn
-from experience_store import ExperienceStore, KnowledgeSet
+from experience_store import ExperienceStore
 from experience_store.knowledge import knowledge_text, trace_text
 from experience_store.reflect import Extractor
 from experience_store.selection import (
@@ -18,8 +19,8 @@ from experience_store.selection import (
     PassRateScorer,
     ReflectConfig,
     ReflectError,
+    latest_decision,
     newest_model,
-    pick_best,
     reflect,
     sample_episodes,
 )
@@ -69,42 +70,26 @@ def store(tmp_path: Path) -> ExperienceStore:
         yield s
 
 
-def scripted(scores: dict[str, float]) -> tuple[list[str], object]:
-    """A scorer that reads scores off the seed mentioned in the text (0 when none) and logs its calls."""
+def scripted(scores: dict[str, float], no_context: float = 0.3) -> tuple[list[str], object]:
+    """A scorer that plays 100 tasks: with no context the first 30% pass; with a text, the first
+    ``scores[key]`` of them for the first key the text mentions (0 when none). Logs the texts it plays."""
     seen: list[str] = []
 
-    def score(text: str) -> tuple[float, int]:
+    def score(text: str) -> PassRate:
         seen.append(text)
-        return next((v for k, v in scores.items() if k in text), 0.0), 10
+        rate = no_context if not text else next((v for k, v in scores.items() if k in text), 0.0)
+        return PassRate(round(100 * rate), 100, {f"v{i}": i < round(100 * rate) for i in range(100)})
 
     return seen, score
 
 
-# -- choosing ------------------------------------------------------------------------------------
-
-
-def scored(score: float | None, n: int | None, tokens: int) -> KnowledgeSet:
-    return KnowledgeSet("math", [], tokens, validation_score=score, validation_n=n)
-
-
-def test_pick_best_takes_the_highest_score_then_larger_n_then_fewer_tokens_then_the_first() -> None:
-    low, high, unscored = scored(0.2, 10, 5), scored(0.6, 10, 50), scored(None, None, 1)
-    assert pick_best([low, unscored, high]) is high
-    small_n, big_n = scored(0.6, 5, 1), scored(0.6, 20, 99)
-    assert pick_best([small_n, big_n]) is big_n
-    short, long = scored(0.6, 20, 10), scored(0.6, 20, 30)
-    assert pick_best([long, short]) is short
-    first, second = scored(0.6, 20, 10), scored(0.6, 20, 10)
-    assert pick_best([first, second]) is first
-    with pytest.raises(ValueError):
-        pick_best([unscored])
-
-
 def test_config_validation_and_checkpoints() -> None:
-    assert ReflectConfig(steps=4).checkpoints(4) == [4]
-    assert ReflectConfig(steps=5, every=2).checkpoints(5) == [2, 4, 5]
-    assert ReflectConfig(steps=8, every=2).checkpoints(3) == [2, 3]  # fewer episodes than steps
-    for bad in ({"steps": 0}, {"candidates": 0}, {"budget": 0}, {"every": 0}, {"order": "oldest"}):
+    assert ReflectConfig(episodes_per_candidate=4).checkpoints(4) == [4]
+    assert ReflectConfig(every=2).checkpoints(5) == [2, 4, 5]
+    assert ReflectConfig(every=2).checkpoints(3) == [2, 3]  # fewer episodes than asked for
+    bad_values = ({"episodes_per_candidate": 0}, {"candidates": 0}, {"budget": 0}, {"every": 0}, {"order": "oldest"},
+                  {"alpha": 1.5}, {"similarity": 0}, {"knowledge": "rules"}, {"validation_tasks": 0})  # fmt: skip
+    for bad in bad_values:
         with pytest.raises(ValueError):
             ReflectConfig(**bad)  # type: ignore[arg-type]
 
@@ -137,42 +122,68 @@ def test_no_episodes_is_a_clear_error(store: ExperienceStore) -> None:
 # -- reflect --------------------------------------------------------------------------------------
 
 
-def test_reflect_scores_every_candidate_and_selects_the_best(store: ExperienceStore) -> None:
+def test_the_gate_accepts_the_best_candidate_that_beats_no_context(store: ExperienceStore) -> None:
     llm = SeededLLM()
     seen, scorer = scripted({"seed l": 0.9, "seed k": 0.3})
-    config = ReflectConfig(steps=3, candidates=3, seed=10, budget=1000)
-    result = reflect(store, Extractor(llm, "problem", round=2), scorer, "math", words, config)
+    config = ReflectConfig(episodes_per_candidate=3, candidates=3, seed=10, budget=1000, knowledge="insights")
+    result = reflect(store, Extractor(llm, "problem", round=2), scorer, "math", words, config, agent_model="player")
     assert llm.calls == [10, 11, 12]
     assert [c.metadata["seed"] for c in result.candidates] == [10, 11, 12]
     assert [c.validation_score for c in result.candidates] == [0.3, 0.9, 0.0]
-    assert result.selected.uuid == result.candidates[1].uuid
+    assert result.selected is result.candidates[1] and result.decision.accepted == result.candidates[1].uuid
+    assert result.decision.verdict.startswith("accepted insights (seed 11)") and result.decision.no_context.n == 100
     stored = store.selected_knowledge_set("math")
-    assert stored is not None and stored.uuid == result.selected.uuid
-    assert stored.validation_score == 0.9 and stored.validation_n == 10 and stored.round == 2
+    assert stored is not None and stored.uuid == result.candidates[1].uuid
+    assert stored.validation_score == 0.9 and stored.validation_n == 100 and stored.round == 2
     assert knowledge_text(stored.items) == "seed l learned taskd\nseed l learned taske\nseed l learned taskf"
-    assert sorted(seen) == sorted(knowledge_text(c.items) for c in result.candidates)
+    assert sorted(seen) == sorted(["", *(knowledge_text(c.items) for c in result.candidates)])  # no context too
     # Every item is stored as written, with its provenance.
     items = store.knowledge_items(env="math")
     assert len(items) == 9 and all(i.model == "extractor" and i.round == 2 for i in items)
     assert {i.source_episodes[0] for i in items} == {e.uuid for e in result.episodes}
     assert stored.metadata["episodes"] == [e.uuid for e in result.episodes] and stored.metadata["steps"] == 3
     (run,) = store.runs()
-    assert run.config["kind"] == "reflect" and run.evaluation["selected"] == result.selected.uuid
+    assert run.config["kind"] == "reflect" and run.evaluation["decision"]["accepted"] == stored.uuid
+    assert latest_decision(store, "opcd/Math-v1", model="player", round=2) == result.decision
+    assert latest_decision(store, "math", model="other") is None and latest_decision(store, "math", round=1) is None
+
+
+def test_the_gate_refuses_knowledge_worse_than_no_context(store: ExperienceStore) -> None:
+    _, scorer = scripted({"seed a": 0.25, "seed b": 0.31})  # no context: 0.30
+    config = ReflectConfig(episodes_per_candidate=3, candidates=2, knowledge="insights")
+    result = reflect(store, Extractor(SeededLLM(), "problem"), scorer, "math", words, config)
+    assert result.selected is None and result.decision.accepted is None
+    assert result.decision.verdict.startswith("no knowledge beat no context; best was insights (seed 1): +1.0 [")
+    assert store.selected_knowledge_set("math") is None  # nothing selected for agents or distill.run
+    decision = latest_decision(store, "math")
+    assert decision is not None and decision.context_set(force=True) == result.candidates[1].uuid
+
+
+def test_exemplars_and_their_mix_are_candidates(store: ExperienceStore) -> None:
+    _, scorer = scripted({"Example.": 0.8})  # any set holding an exemplar
+    config = ReflectConfig(episodes_per_candidate=6, candidates=1, budget=40)
+    result = reflect(store, Extractor(SeededLLM(), "problem"), scorer, "math", words, config)
+    kinds = [c.metadata["kind"] for c in result.candidates]
+    assert kinds == ["insights", "exemplars", "mix"]
+    exemplars, mix = result.candidates[1], result.candidates[2]
+    assert all(i.kind == "exemplar" for i in exemplars.items) and len(exemplars.items) == 3  # the 3 successes
+    assert {i.kind for i in mix.items} == {"exemplar", "experience"} and mix.token_count <= 40
+    assert result.decision.accepted == exemplars.uuid  # equal gains: the first that passes
 
 
 def test_intermediate_steps_are_candidates_and_equal_texts_are_scored_once(store: ExperienceStore) -> None:
     seen, scorer = scripted({"taske": 1.0})
-    config = ReflectConfig(steps=3, candidates=2, every=1)
+    config = ReflectConfig(episodes_per_candidate=3, candidates=2, every=1, knowledge="insights")
     result = reflect(store, Extractor(SeededLLM(), "problem"), scorer, "math", words, config)
     assert [(c.metadata["seed"], c.metadata["steps"]) for c in result.candidates] == [
         (0, 1), (0, 2), (0, 3), (1, 1), (1, 2), (1, 3)
     ]
-    assert result.selected is result.candidates[1]  # first to reach the best score, with fewest tokens
-    assert len(seen) == len(set(seen)) == 6
+    assert result.selected is result.candidates[1]  # first to reach the best gain
+    assert len(seen) == len(set(seen)) == 7  # six texts and no context
 
 
 def test_budget_and_merging_shape_the_candidates(store: ExperienceStore) -> None:
-    config = ReflectConfig(steps=4, candidates=1, budget=8)  # two 4-word items fit
+    config = ReflectConfig(episodes_per_candidate=4, candidates=1, budget=8, knowledge="insights")
     result = reflect(store, Extractor(SeededLLM(), "problem"), scripted({})[1], "math", words, config)
     (candidate,) = result.candidates
     assert knowledge_text(candidate.items) == "seed a learned taske\nseed a learned taskf"
@@ -180,30 +191,31 @@ def test_budget_and_merging_shape_the_candidates(store: ExperienceStore) -> None
 
 
 def test_test_time_mode_selects_a_seeded_random_candidate_without_scoring(store: ExperienceStore) -> None:
-    def never(text: str) -> tuple[float, int]:
+    def never(text: str) -> PassRate:
         raise AssertionError("test-time mode scores nothing")
 
     picks = set()
     for seed in range(6):
-        config = ReflectConfig(steps=1, candidates=3, seed=seed, mode="test-time")
+        config = ReflectConfig(episodes_per_candidate=1, candidates=3, seed=seed, mode="test-time", knowledge="insights")
         result = reflect(store, Extractor(SeededLLM(), "problem"), never, "math", words, config)
-        assert result.selected.validation_score is None and result.selected.metadata["selection"] == "test-time"
+        assert result.selected is not None and result.selected.validation_score is None
+        assert result.selected.metadata["selection"] == "test-time" and "unscored" in result.decision.verdict
         picks.add(result.candidates.index(result.selected))
         again = reflect(store, Extractor(SeededLLM(), "problem"), never, "math", words, config)
         assert again.candidates.index(again.selected) == result.candidates.index(result.selected)
     assert len(picks) > 1
 
 
-def test_baselines_score_no_context_and_raw_traces_without_selecting_them(store: ExperienceStore) -> None:
+def test_baselines_score_raw_traces_without_selecting_them(store: ExperienceStore) -> None:
     seen, scorer = scripted({"seed": 0.5})
     traces_seen, trace_scorer = scripted({"task": 0.25})
-    config = ReflectConfig(steps=2, candidates=1, baselines=True)
+    config = ReflectConfig(episodes_per_candidate=2, candidates=1, baselines=True, knowledge="insights")
     result = reflect(store, Extractor(SeededLLM(), "problem"), scorer, "math", words, config, trace_scorer=trace_scorer)
-    assert result.baselines == {"no context": (0.0, 10), "raw traces": (0.25, 10)} and "" in seen
+    assert {k: v.rate for k, v in result.baselines.items()} == {"no context": 0.3, "raw traces": 0.25} and "" in seen
     assert result.trace_set is not None and traces_seen == [trace_text(result.trace_set.items)]
     stored = {s.uuid: s for s in store.knowledge_sets(env="math")}
     assert stored[result.trace_set.uuid].validation_score == 0.25 and not stored[result.trace_set.uuid].selected
-    assert stored[result.selected.uuid].selected
+    assert result.selected is not None and stored[result.selected.uuid].selected
 
 
 def test_a_model_that_writes_nothing_parsable_fails_clearly(store: ExperienceStore) -> None:
@@ -212,13 +224,14 @@ def test_a_model_that_writes_nothing_parsable_fails_clearly(store: ExperienceSto
         def generate(self, conversations: list[list[Message]], params: SamplingParams) -> list[Generation]:
             return [Generation("I have no idea.", [], [], "stop") for _ in conversations]
 
+    config = ReflectConfig(episodes_per_candidate=2, knowledge="insights")
     with pytest.raises(ReflectError, match="no parsable"):
-        reflect(store, Extractor(Mute(), "problem"), scripted({})[1], "math", words, ReflectConfig(steps=2))
+        reflect(store, Extractor(Mute(), "problem"), scripted({})[1], "math", words, config)
     assert store.knowledge_sets() == [] and store.selected_knowledge_set("math") is None
 
 
 def test_pass_rate_scorer_plays_validation_in_context(tiny_backend: HFBackend) -> None:
     scorer = PassRateScorer(tiny_backend, "qa", num_tasks=3, sampling=SamplingParams(max_new_tokens=2, temperature=0.0))
-    score, n = scorer("Always answer <answer>A</answer>.")
-    assert n == 3 and 0.0 <= score <= 1.0
-    assert scorer("") == scorer("   ")  # no context
+    rate = scorer("Always answer <answer>A</answer>.")
+    assert rate.n == 3 and len(rate.outcomes) == 3
+    assert scorer("").outcomes == scorer("   ").outcomes  # no context

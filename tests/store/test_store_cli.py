@@ -166,10 +166,11 @@ def test_locked_store(populated: Path, tmp_path: Path) -> None:
         ["stats", "--timeout", "-1"],
         ["stats", "--timeout", "nan"],
         ["stats", "--timeout", "inf"],
-        ["reflect", "--env", "math", "--temperature", "inf"],
+        ["reflect", "--env", "math", "--extract-temperature", "inf"],
+        ["reflect", "--env", "math", "--alpha", "0"],
         ["reflect", "--env", "math", "--similarity", "nan"],
         ["reflect", "--env", "math", "--seed", "-1"],
-        ["reflect", "--env", "math", "--max-new-tokens", str(2**40)],
+        ["reflect", "--env", "math", "--extract-max-new-tokens", str(2**40)],
     ],
 )
 def test_numeric_flags_are_checked_for_range_and_finiteness(
