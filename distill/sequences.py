@@ -4,8 +4,10 @@ Positions: the logits at position i predict token i + 1, so for a prompt of leng
 length R the positions P - 1 ... P + R - 2 predict the reply. ``predict_mask`` marks them.
 
 ``Decoder`` runs a causal LM's decoder (no LM head: the loss projects hidden states in chunks).
-``shared_prefix_hidden`` runs many sequences that start with the same tokens (the teacher's system
-message with the context) by computing the prefix once and reusing its key/value cache for every row.
+Rows that start with the same tokens (one system message, the teacher's holding the context) run the
+prefix once and reuse its key/value cache for every row: ``shared_prefix_hidden`` for the teacher (no
+gradient), ``Decoder(model)(..., prefix_ids=...)`` for the student (the prefix's gradient is the sum of
+every row's, through the repeated cache).
 """
 
 from __future__ import annotations
@@ -63,8 +65,32 @@ class Decoder(torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        return self.model.get_decoder()(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, prefix_ids: Tensor | None = None) -> Tensor:
+        """With ``prefix_ids`` (1, L), every row continues that prefix: it runs once, and the hidden states
+        are those of ``input_ids`` (rows packed with ``offset=L``) only."""
+        return after_prefix(self.model.get_decoder(), input_ids, attention_mask, prefix_ids)
+
+
+def after_prefix(decoder: torch.nn.Module, input_ids: Tensor, attention_mask: Tensor, prefix_ids: Tensor | None) -> Tensor:
+    """Last hidden states (B, T, H) of right-padded rows that all continue ``prefix_ids`` (1, L): the prefix
+    runs once, its key/value cache repeated for every row (no prefix: the rows alone)."""
+    if prefix_ids is None or prefix_ids.shape[1] == 0:
+        return decoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    length = prefix_ids.shape[1]
+    cache = decoder(input_ids=prefix_ids, use_cache=True).past_key_values
+    batch, width = input_ids.shape
+    cache.batch_repeat_interleave(batch)
+    device = input_ids.device
+    attention = torch.cat([torch.ones(batch, length, dtype=torch.long, device=device), attention_mask], 1)
+    positions = torch.arange(length, length + width, device=device).expand(batch, -1)
+    return decoder(
+        input_ids=input_ids, attention_mask=attention, position_ids=positions, past_key_values=cache, use_cache=True
+    ).last_hidden_state
+
+
+def prefix_tensor(prompts: list[list[int]], length: int, device: torch.device | str) -> Tensor | None:
+    """The prompts' first ``length`` tokens (shared by all) as a (1, length) tensor, or None when empty."""
+    return torch.tensor([prompts[0][:length]], dtype=torch.long, device=device) if length else None
 
 
 @torch.no_grad()
@@ -77,22 +103,6 @@ def shared_prefix_hidden(
     rows packed with that offset (their ``predict_mask`` lines up with the hidden states).
     """
     length = shared_prefix_length(prompts)
-    device = model.device
-    packed = pack(prompts, replies, pad_id, offset=length, device=device)
-    decoder = model.get_decoder()
-    if length == 0:
-        return decoder(input_ids=packed.input_ids, attention_mask=packed.attention_mask).last_hidden_state, packed
-    prefix = torch.tensor([prompts[0][:length]], dtype=torch.long, device=device)
-    cache = decoder(input_ids=prefix, use_cache=True).past_key_values
-    cache.batch_repeat_interleave(len(prompts))
-    batch, width = packed.input_ids.shape
-    attention = torch.cat([torch.ones(batch, length, dtype=torch.long, device=device), packed.attention_mask], 1)
-    positions = torch.arange(length, length + width, device=device).expand(batch, -1)
-    hidden = decoder(
-        input_ids=packed.input_ids,
-        attention_mask=attention,
-        position_ids=positions,
-        past_key_values=cache,
-        use_cache=True,
-    ).last_hidden_state
-    return hidden, packed
+    packed = pack(prompts, replies, pad_id, offset=length, device=model.device)
+    prefix = prefix_tensor(prompts, length, model.device)
+    return after_prefix(model.get_decoder(), packed.input_ids, packed.attention_mask, prefix), packed

@@ -40,7 +40,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 import envs
 from agents.agent import Agent, Context, with_context, without_context
-from agents.hf_backend import DEFAULT_PROMPT_CACHE_TOKENS, HFBackend, chat_prompt_ids
+from agents.hf_backend import DEFAULT_PROMPT_CACHE_TOKENS, HFBackend, chat_prompt_ids, shared_prefix_length
 from agents.llm import LLM, SamplingParams
 from agents.records import Episode, Message
 
@@ -56,7 +56,7 @@ from distill.losses import (
     reverse_kl_from_log_probs,
     token_nll_from_log_probs,
 )
-from distill.sequences import Decoder, pack, shared_prefix_hidden
+from distill.sequences import Decoder, pack, prefix_tensor, shared_prefix_hidden
 
 
 @dataclass
@@ -234,10 +234,12 @@ class Distiller:
                 hidden, packed = shared_prefix_hidden(model, teacher_prompts, replies, self.pad_id)
                 teacher = (hidden, packed.predict_mask, model.get_output_embeddings())
         prompts = [chat_prompt_ids(self.tokenizer, s.student_messages) for s in samples]
-        student = pack(prompts, replies, self.pad_id, device=self.device)
+        # The student's rows share a prefix too (the env's instructions): it runs once, with gradient.
+        length = shared_prefix_length(prompts)
+        student = pack(prompts, replies, self.pad_id, offset=length, device=self.device)
         return chunked_loss(
             self.per_token,
-            self.decoder(student.input_ids, student.attention_mask),
+            self.decoder(student.input_ids, student.attention_mask, prefix_tensor(prompts, length, self.device)),
             student.predict_mask,
             self.student.get_output_embeddings(),
             student.targets,

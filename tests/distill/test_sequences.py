@@ -1,4 +1,4 @@
-"""Packing and the teacher's shared-prefix forward pass on a tiny real model."""
+"""Packing and the shared-prefix forward passes (the teacher's, and the student's with gradient) on a tiny real model."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from agents.hf_backend import shared_prefix_length
-from distill.sequences import Decoder, pack, shared_prefix_hidden
+from distill.sequences import Decoder, pack, prefix_tensor, shared_prefix_hidden
 
 
 def tiny_model() -> LlamaForCausalLM:
@@ -44,3 +44,33 @@ def test_shared_prefix_forward_equals_the_full_forward() -> None:
     assert hidden.shape[1] < full.input_ids.shape[1]  # the prefix was not recomputed per row
     assert torch.allclose(hidden[packed.predict_mask], reference, atol=1e-5)
     assert torch.equal(packed.targets[packed.predict_mask], full.targets[full.predict_mask])
+
+
+def test_student_prefix_forward_equals_the_full_forward_in_value_and_gradient() -> None:
+    """The student's rows run after their shared prefix, once: the reply positions' hidden states and the
+    gradient of every parameter (the prefix's summed over rows) are those of the full rows."""
+    model = tiny_model().train()
+    decoder = Decoder(model)
+    instructions = list(range(1, 20))
+    prompts = [instructions + [40, 41], instructions + [42], instructions + [43, 44, 45]]
+    replies = [[50, 51, 52], [53], [54, 55]]
+    weights = torch.randn(6, 32)
+
+    def grads(hidden: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        model.zero_grad()
+        (hidden[mask] * weights).sum().backward()
+        return hidden[mask].detach(), [p.grad.clone() for p in model.parameters() if p.grad is not None]
+
+    full = pack(prompts, replies, pad_id=0)
+    reference, reference_grads = grads(decoder(full.input_ids, full.attention_mask), full.predict_mask)
+    length = shared_prefix_length(prompts)
+    rows = pack(prompts, replies, pad_id=0, offset=length)
+    hidden, hidden_grads = grads(
+        decoder(rows.input_ids, rows.attention_mask, prefix_tensor(prompts, length, "cpu")), rows.predict_mask
+    )
+    assert rows.input_ids.shape[1] < full.input_ids.shape[1]
+    assert torch.allclose(hidden, reference, atol=1e-5)
+    assert len(hidden_grads) == len(reference_grads) > 0
+    for got, want in zip(hidden_grads, reference_grads):
+        assert torch.allclose(got, want, atol=1e-5)
+    assert prefix_tensor(prompts, 0, "cpu") is None
