@@ -2,7 +2,14 @@
 plus the loss's memory chunked against naive.
 
 Run: ``python -m bench.distill_step`` (``--reps N`` measured steps after one warm-up, default 1;
-``--threads``, default 1; ``--no-trl``). TRL is optional: ``pip install trl==1.16.0``.
+``--threads``, default 1; ``--no-trl``; ``--profile``: ``torch.profiler``'s top operators of one more step
+of ours; ``--accuracy-dtype bfloat16``: the bench batch's loss with the model in that dtype against float32,
+on the same samples). TRL is optional: ``pip install trl==1.16.0``.
+
+Equivalence: ours' warm-up step is step 0 of a seeded run, so its samples and loss are fixed; the loss is
+printed against ``REFERENCE_LOSS``, the value the code before the log-prob and student-prefix changes gave.
+Ours' "student" time is split into the student's decoder forward, the loss (both LM heads, the KL and its
+gradient w.r.t. the hidden states, fused) and the rest (backward through the decoder, AdamW).
 
 The step workload: the default model (LoRA r=16 on all linear layers, the teacher = adapters disabled),
 4 QA prompts (the ``qa`` env's train tasks 0-3), a context of exactly 1,024 tokens (the QA handbook,
@@ -66,7 +73,7 @@ from agents.models import DEFAULT_MODEL, load_model
 from agents.records import Message
 from agents.rollout import Task
 from distill.config import DistillConfig
-from distill.losses import chunked_loss, reverse_kl, reverse_kl_from_log_probs
+from distill.losses import LossOutput, chunked_loss, reverse_kl, reverse_kl_from_log_probs
 from agents.hf_backend import shared_prefix_length
 from distill.trainer import Distiller, Sample
 
@@ -74,6 +81,9 @@ BATCH, CONTEXT_TOKENS, REPLY_TOKENS, TOP_K = 4, 1024, 128, 256
 TEMPERATURE, LORA_R, LORA_ALPHA, LR = 0.7, 16, 32, 1e-4
 LOSS_POSITIONS, LOSS_VOCAB, LOSS_HIDDEN = 2048, 49_152, 576  # SmolLM2-135M's vocabulary and hidden size
 MIB = 2**20
+# The float32 loss of ours' warm-up step (step 0, seeded) before the log-prob and student-prefix changes
+# (commit cfed62c, torch 2.13.0+cpu); the loss of the same samples must stay within 1e-5 of it.
+REFERENCE_LOSS, REFERENCE_TOLERANCE = 0.11742790788412094, 1e-5
 
 
 # -- memory ---------------------------------------------------------------------------------------------
@@ -166,6 +176,7 @@ class StepResult:
     generation: float
     teacher: float
     student: float  # student forward + loss + backward + optimizer (and everything else in the step)
+    split: dict[str, float]  # ours: the student's part split into "student forward", "loss", "backward + AdamW"
     total: float
     wall: float
     peak_bytes: int
@@ -176,9 +187,15 @@ class StepResult:
 
 
 def summarize(steps: list[Clock], peak: int, method: str, replies: list[int], row: int, tokens: int) -> StepResult:
-    cpu = {key: statistics.median(s.cpu[key] for s in steps) for key in ("generation", "teacher", "step")}
+    keys = ("generation", "teacher", "step", "student forward", "loss")
+    cpu = {key: statistics.median(s.cpu[key] for s in steps) for key in keys}
+    student = cpu["step"] - cpu["generation"] - cpu["teacher"]
+    split = {}
+    if cpu["loss"]:  # ours: "loss" holds the teacher and the student's forward
+        loss = cpu["loss"] - cpu["teacher"] - cpu["student forward"]
+        split = {"student forward": cpu["student forward"], "loss": loss, "backward + AdamW": student - cpu["loss"] + cpu["teacher"]}
     return StepResult(
-        cpu["generation"], cpu["teacher"], cpu["step"] - cpu["generation"] - cpu["teacher"], cpu["step"],
+        cpu["generation"], cpu["teacher"], student, split, cpu["step"],
         statistics.median(s.wall["step"] for s in steps), peak, method, replies, row, tokens,
     )
 
@@ -192,11 +209,32 @@ class FixedLengthBackend(HFBackend):
         return config
 
 
+class TimedDecoder(torch.nn.Module):
+    """The student's decoder, its forward passes timed under ``clock``'s "student forward"."""
+
+    def __init__(self, decoder: torch.nn.Module, owner: BenchDistiller) -> None:
+        super().__init__()
+        self.decoder, self.owner = decoder, [owner]  # a list: not a submodule
+
+    def forward(self, *args: Any) -> torch.Tensor:
+        with self.owner[0].clock.phase("student forward"):
+            return self.decoder(*args)
+
+
 class BenchDistiller(Distiller):
-    """``Distiller`` on fixed tasks with fixed-length replies, timing its sampling and the teacher's forward."""
+    """``Distiller`` on fixed tasks with fixed-length replies, timing its sampling, the teacher's forward, the
+    student's forward and the whole loss."""
 
     clock = Clock()
     last_samples: list[Sample] = []
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.decoder = TimedDecoder(self.decoder, self)
+
+    def loss(self, samples: list[Sample]) -> LossOutput:
+        with self.clock.phase("loss"):
+            return super().loss(samples)
 
     def train_tasks(self, step: int) -> list[Task]:
         return [Task("train", i) for i in range(BATCH)]
@@ -215,13 +253,14 @@ class BenchDistiller(Distiller):
             yield model
 
 
-def ours_step(reps: int, threads: int) -> StepResult:
-    """Child process: one warm-up and ``reps`` measured ``Distiller.step`` calls."""
+def ours_step(reps: int, threads: int, profile: bool = False) -> tuple[StepResult, float, str]:
+    """Child process: one warm-up and ``reps`` measured ``Distiller.step`` calls; also the warm-up's loss
+    and, with ``profile``, ``torch.profiler``'s top operators of one more step."""
     child_setup(threads)
     model, tokenizer = load_model(DEFAULT_MODEL)
     distiller = BenchDistiller(distill_config(), model, tokenizer, bench_context(tokenizer))
     loaded = rss()
-    distiller.step()
+    first_loss = distiller.step()["loss"]
     steps, peak, method = [], 0, ""
     for _ in range(reps):
         distiller.clock = Clock()
@@ -235,7 +274,31 @@ def ours_step(reps: int, threads: int) -> StepResult:
     prefix = shared_prefix_length(prompts)
     row = max(len(p) + len(s.reply_ids) for p, s in zip(prompts, samples))
     replies = [len(s.reply_ids) for s in samples]
-    return summarize(steps, peak, method, replies, row, prefix + len(samples) * (row - prefix))
+    result = summarize(steps, peak, method, replies, row, prefix + len(samples) * (row - prefix))
+    operators = ""
+    if profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as profiler
+
+        with profiler(activities=[ProfilerActivity.CPU]) as prof:
+            distiller.step()
+        operators = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
+    return result, first_loss, operators
+
+
+def loss_accuracy(dtype: str, threads: int) -> tuple[float, float]:
+    """Child process: the loss of ours' step-0 samples (sampled in float32) with the model in float32 and in
+    ``dtype`` (the teacher and the student's forward in ``dtype``, the loss itself in float32)."""
+    child_setup(threads)
+    model, tokenizer = load_model(DEFAULT_MODEL)
+    distiller = BenchDistiller(distill_config(), model, tokenizer, bench_context(tokenizer))
+    samples = distiller.sample(0)
+    losses = []
+    for name in ("float32", dtype):
+        distiller.student.to(getattr(torch, name))
+        with torch.no_grad():
+            losses.append(distiller.loss(samples).loss.item())
+    return losses[0], losses[1]
 
 
 def trl_step(reps: int, threads: int) -> StepResult:
@@ -437,6 +500,11 @@ def main(argv: list[str] | None = None) -> None:
         "--threads", type=int, default=1,
         help="torch threads per child (1: on a shared 2-core machine 2 threads made generation ~25x slower)",
     )
+    parser.add_argument("--profile", action="store_true", help="torch.profiler's top operators of one more step of ours")
+    parser.add_argument(
+        "--accuracy-dtype", choices=["bfloat16", "float16"],
+        help="also the bench batch's loss with the model in this dtype against float32 (same samples)",
+    )
     args = parser.parse_args(argv)
     console = Console()
     if not console.is_terminal:
@@ -444,11 +512,22 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     has_trl = importlib.util.find_spec("trl") is not None and not args.no_trl
 
-    steps = {OURS: in_fresh_process(ours_step, args.reps, args.threads)}
+    ours_result, first_loss, operators = in_fresh_process(ours_step, args.reps, args.threads, args.profile)
+    steps = {OURS: ours_result}
     if has_trl:
         steps[TRL] = in_fresh_process(trl_step, args.reps, args.threads)
     console.print(step_table(steps, args.reps, args.threads))
     ours = steps[OURS]
+    split = ", ".join(f"{name} {seconds:.1f} s" for name, seconds in ours.split.items())
+    console.print(f"ours' student {ours.student:.1f} CPU s: {split}")
+    difference = abs(first_loss - REFERENCE_LOSS)
+    verdict = "within" if difference <= REFERENCE_TOLERANCE else "[bold red]NOT within[/]"
+    console.print(
+        f"ours' warm-up (step 0) loss {first_loss:.8f}, reference {REFERENCE_LOSS:.8f}: |difference| "
+        f"{difference:.1e}, {verdict} {REFERENCE_TOLERANCE:.0e}"
+    )
+    if operators:
+        print(f"torch.profiler, one more step of ours (self CPU time; the profiler slows it down):\n{operators}")
     if has_trl:
         trl = steps[TRL]
         console.print(
@@ -472,6 +551,12 @@ def main(argv: list[str] | None = None) -> None:
         console.print(
             f"{kl}: naive / chunked-256 peak memory [bold]{naive.peak_bytes / chunked.peak_bytes:.1f}x[/], "
             f"CPU seconds {naive.seconds / chunked.seconds:.2f}x"
+        )
+    if args.accuracy_dtype:
+        full, low = in_fresh_process(loss_accuracy, args.accuracy_dtype, args.threads)
+        console.print(
+            f"loss of the bench batch: float32 {full:.6f}, {args.accuracy_dtype} model {low:.6f} "
+            f"(|difference| {abs(full - low):.1e}, {abs(full - low) / abs(full):.1%} relative)"
         )
     console.print(f"memory: {ours.memory_method}; each measurement in a fresh spawned process")
     console.print(f"total benchmark time {time.perf_counter() - started:.0f} s")
