@@ -88,7 +88,7 @@ class Plan:
         for env in envs_needed:
             self._experience(env)
         if tables & {7, 8}:
-            self._experience(QWEN_ENV, QWEN, QWEN_TOKENS, candidates=1)  # extraction at ~10 tokens/s
+            self._experience(QWEN_ENV, QWEN, QWEN_TOKENS, candidates=1, baselines=False)  # ~10 tokens/s on a CPU
         for seed in range(settings.seeds):
             if 7 in tables:
                 self.distill(f"{QWEN_ENV}-qwen-opcd", seed, QWEN_ENV, self.gated(QWEN_ENV, QWEN), "opcd",
@@ -129,9 +129,10 @@ class Plan:
     def add(self, job: Job) -> None:
         self.jobs.setdefault(job.name, job)
 
-    def _experience(self, env: str, model: str = DEFAULT, max_new_tokens: int | None = None, candidates: int = 3) -> None:
-        """Collect train episodes; reflect on all of them (insights from 3 seeds, exemplars, their mix; the gate
-        on validation; raw traces scored too); export the raw traces."""
+    def _experience(self, env: str, model: str = DEFAULT, max_new_tokens: int | None = None, candidates: int = 3,
+                    baselines: bool = True) -> None:  # fmt: skip
+        """Collect train episodes; reflect on all of them (insights from ``candidates`` seeds, exemplars, their
+        mix; the gate on validation; with ``baselines``, raw traces scored too, and exported)."""
         store, tokens = str(self.store(env, model)), str(max_new_tokens or self.s.max_new_tokens)
         suffix = "" if model == DEFAULT else f"-{model}"
         self.add(Job(f"collect-{env}{suffix}", ("-m", "agents.play", "--env", env, "--model", model,
@@ -139,9 +140,9 @@ class Plan:
             "--store", store), self.store(env, model)))  # fmt: skip
         self.add(Job(f"reflect-{env}{suffix}", ("-m", "experience_store", "reflect", "--store", store, "--env", env,
             "--agent-model", model, "--episodes-per-candidate", str(self.s.episodes), "--candidates", str(candidates),
-            "--budget", "512", "--validation-tasks", str(self.s.validation_tasks), "--baselines",
+            "--budget", "512", "--validation-tasks", str(self.s.validation_tasks), *(["--baselines"] * baselines),
             "--validation-max-new-tokens", tokens), None))  # fmt: skip
-        if model == DEFAULT:
+        if baselines:
             self.add(Job(f"export-traces-{env}", ("-m", "experience_store", "knowledge", "--store", store,
                 "--env", env, "--traces", "--export", str(self.traces(env))), self.traces(env)))  # fmt: skip
 

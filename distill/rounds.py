@@ -91,9 +91,9 @@ class RoundResult:
         return dataclasses.asdict(self)
 
 
-# Settings a resumed loop may change: more --rounds, and what a resumed distillation run may change except
-# --steps (finished rounds were trained for their number of steps).
-LOOP_MAY_CHANGE = (MAY_CHANGE - {"steps"}) | {"rounds"}
+# Settings a resumed loop may change: more --rounds, --force-distill (for the rounds still to come), and what a
+# resumed distillation run may change except --steps (finished rounds were trained for their number of steps).
+LOOP_MAY_CHANGE = (MAY_CHANGE - {"steps"}) | {"rounds", "force_distill"}
 
 
 @dataclass
