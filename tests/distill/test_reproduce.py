@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from bench.jobs import Claims, Job, Ledger, run_job, work
-from bench.reproduce import QWEN, QWEN_SMALL, TABLES, Plan, Settings, report
+from bench.reproduce_plan import QWEN, QWEN_SMALL, TABLES, Plan, Settings
+from bench.reproduce_report import report
 
 
 def fake_run(job_output: Path, before: dict[str, int], after: dict[str, int], n: int = 10) -> None:
