@@ -6,20 +6,29 @@ and after training, a method against the base model, with and without a context)
 task: the paired difference with a 95% interval (Bonett-Price) and the exact McNemar p-value, which count
 only the tasks whose outcome changed. Unpaired intervals on the two rates would be far too wide for
 this (they ignore that the same tasks were played), and repeats of a task would make them too narrow.
+
+``evaluate`` measures one ``Evaluation`` (a model on the tasks of an env's split, with or without a
+context); an ``EvalCache`` keeps measured pass rates, with every task's outcome, keyed per evaluation, for
+commands that would otherwise repeat them (``distill`` runs sharing a start model, ``bench.context_gap``).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import envs
-from agents.agent import Agent
+from agents.agent import Agent, Context
+from agents.llm import LLM, SamplingParams
 from agents.records import Episode
 from agents.rollout import RolloutStats, Task, collect_episodes
+from common.files import locked, write_text_atomic
 
 log = logging.getLogger(__name__)
 _capped: set[tuple[str, str, int]] = set()  # (env, split, asked) already reported as capped
@@ -183,3 +192,84 @@ def pass_rate(
         if on_episode:
             on_episode(episode)
     return PassRate(sum(outcomes.values()), len(outcomes), outcomes)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What one evaluation measures: the first ``tasks`` tasks of ``env``'s ``split``, with ``context`` or none."""
+
+    env: str
+    split: str
+    tasks: int
+    context: Context | None = None
+
+
+def evaluate(
+    llm: LLM,
+    sampling: SamplingParams,
+    evaluation: Evaluation,
+    *,
+    max_prompt_tokens: int = 2048,
+    batch_size: int = 8,
+    on_episode: Callable[[Episode], None] | None = None,
+) -> PassRate:
+    """``llm``'s pass rate on ``evaluation``, with each task's outcome."""
+    agent = Agent(llm, sampling, evaluation.context, max_prompt_tokens)
+    return pass_rate(agent, evaluation.env, evaluation.split, evaluation.tasks,
+                     batch_size=batch_size, on_episode=on_episode)  # fmt: skip
+
+
+class EvalCache:
+    """Measured pass rates in a JSONL file, one line per evaluation: ``{"key", **PassRate.as_dict(), "seconds"}``.
+
+    The caller's key names everything the evaluation depends on (model, env, split, tasks, context,
+    decoding). Reads and writes hold a lock beside the file, so processes in parallel may share it; a
+    key measured twice meanwhile keeps the later result. Delete the file (or its lines) after changing
+    how prompts are built or scored.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.lock = self.path.with_name(self.path.name + ".lock")
+
+    def get(self, key: str) -> PassRate | None:
+        with locked(self.lock):
+            record = self._read().get(key)
+        return PassRate.from_dict(record) if record is not None else None
+
+    def seconds(self, key: str) -> float:
+        """How long measuring ``key``'s stored result took (0 when it is not stored)."""
+        with locked(self.lock):
+            return float(self._read().get(key, {}).get("seconds", 0.0))
+
+    def put(self, key: str, rate: PassRate, seconds: float) -> None:
+        with locked(self.lock):
+            records = {**self._read(), key: {"key": key, **rate.as_dict(), "seconds": round(seconds, 1)}}
+            write_text_atomic(self.path, "".join(json.dumps(r) + "\n" for r in records.values()))
+
+    def lookup(self, key: str, measure: Callable[[], PassRate]) -> tuple[PassRate, bool]:
+        """The pass rate stored under ``key``, else ``measure()``'s, timed and stored; and whether it was stored."""
+        found = self.get(key)
+        if found is not None:
+            return found, True
+        start = time.perf_counter()
+        rate = measure()
+        self.put(key, rate, time.perf_counter() - start)
+        return rate, False
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        if not self.path.exists():
+            return {}
+        records: dict[str, dict[str, Any]] = {}
+        for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+            try:
+                record = json.loads(line)
+                PassRate.from_dict(record)
+                float(record["seconds"])
+                records[str(record["key"])] = record
+            except (ValueError, KeyError, TypeError, AttributeError) as error:
+                raise ValueError(
+                    f"{self.path}:{number}: not an evaluation result ({error}); fix or delete the line"
+                    " (a cache written before evaluations were cached one per line: delete the file)"
+                ) from None
+        return records

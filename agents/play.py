@@ -20,7 +20,7 @@ from rich.text import Text
 
 import envs
 from agents.agent import Agent
-from agents.evaluate import PassRate, paired_difference, pass_rate
+from agents.evaluate import Evaluation, PassRate, evaluate, paired_difference
 from agents.records import Episode, Turn
 from agents.rollout import RolloutStats, Task, collect_episodes
 
@@ -115,7 +115,7 @@ def play_human(args: argparse.Namespace, on_episode: Callable[[Episode], None]) 
         on_episode(episode)
 
 
-def evaluate(args: argparse.Namespace, agent: Agent, on_episode: Callable[[Episode], None]) -> dict[str, dict[str, Any]]:
+def evaluate_contexts(args: argparse.Namespace, agent: Agent, on_episode: Callable[[Episode], None]) -> dict[str, dict[str, Any]]:
     """Pass rate on the split without and (if given) with the context, printed; each column's ``as_dict``."""
     table = Table(title=f"{args.env} {args.split} pass rate, {agent.llm.name} (each task once, temperature {args.temperature})")
     table.add_column("context")
@@ -126,11 +126,10 @@ def evaluate(args: argparse.Namespace, agent: Agent, on_episode: Callable[[Episo
     rates: list[PassRate] = []
     contexts = [("none", None)] + ([("with context", agent.context)] if agent.context else [])
     for label, context in contexts:
-        evaluated = Agent(agent.llm, agent.sampling, context, agent.max_prompt_tokens)
         with console.status(f"evaluating {label}..."):
-            rate = pass_rate(
-                evaluated, args.env, args.split, args.episodes, batch_size=args.batch_size,
-                on_episode=on_episode,
+            rate = evaluate(
+                agent.llm, agent.sampling, Evaluation(args.env, args.split, args.episodes, context),
+                max_prompt_tokens=agent.max_prompt_tokens, batch_size=args.batch_size, on_episode=on_episode,
             )
         results[label] = rate.as_dict()
         rates.append(rate)

@@ -13,11 +13,8 @@ tasks, the difference with its 95% interval and the exact McNemar p-value.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
-import time
-from collections.abc import Callable
 from datetime import date
 from pathlib import Path
 
@@ -25,8 +22,8 @@ from rich.console import Console
 from rich.table import Table
 
 import envs
-from agents.agent import Agent, env_context
-from agents.evaluate import PassRate, paired_difference, pass_rate
+from agents.agent import env_context
+from agents.evaluate import EvalCache, Evaluation, PassRate, evaluate, paired_difference
 from agents.hf_backend import HFBackend
 from agents.llm import SamplingParams
 from agents.models import DEFAULT_MODEL, MODELS, ModelNotFound, resolve_model
@@ -45,49 +42,17 @@ def installed_models() -> list[str]:
     return found
 
 
-class Results:
-    """Measured pass rates, one JSON line each, so that a stopped run resumes where it stopped."""
-
-    def __init__(self, path: Path | None) -> None:
-        self.path = path
-        self.rates: dict[str, PassRate] = {}
-        self.seconds: dict[str, float] = {}
-        self.used: set[str] = set()
-        if path is not None and path.exists():
-            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                try:
-                    record = json.loads(line)
-                    self.rates[record["key"]] = PassRate.from_dict(record)
-                    self.seconds[record["key"]] = float(record["seconds"])
-                except (ValueError, KeyError, TypeError) as error:
-                    raise SystemExit(f"{path}:{number}: not a context-gap result ({error}); fix or delete the line")
-
-    @staticmethod
-    def key(model: str, env_name: str, context: str, split: str, tasks: int, max_new_tokens: int) -> str:
-        return f"{model}|{envs.spec(env_name).gym_id}|{context or '-'}|{split}|{tasks}|{max_new_tokens}"
-
-    def measure(self, key: str, run: Callable[[], PassRate]) -> PassRate:
-        if key not in self.rates:
-            start = time.perf_counter()
-            self.rates[key] = rate = run()
-            self.seconds[key] = round(time.perf_counter() - start, 1)
-            if self.path is not None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                with self.path.open("a", encoding="utf-8") as out:
-                    record = {"key": key, **rate.as_dict(), "seconds": self.seconds[key]}
-                    out.write(json.dumps(record) + "\n")
-        self.used.add(key)
-        return self.rates[key]
-
-    def total_seconds(self) -> float:
-        """Measuring time of every result this run used, including those measured by earlier runs."""
-        return sum(self.seconds[key] for key in self.used)
+def result_key(model: str, env_name: str, context: str, split: str, tasks: int, max_new_tokens: int) -> str:
+    """The cache key of one measured pass rate: readable, as the lines of ``docs/context_gap.jsonl`` hold it."""
+    return f"{model}|{envs.spec(env_name).gym_id}|{context or '-'}|{split}|{tasks}|{max_new_tokens}"
 
 
 def measure(
-    model: str, env_names: list[str], split: str, tasks: int, max_new_tokens: int, results: Results, console: Console
+    model: str, env_names: list[str], split: str, tasks: int, max_new_tokens: int, results: EvalCache,
+    used: set[str], console: Console,
 ) -> list[Row]:
-    """Pass rates of ``model`` without and with each env context (taken from ``results`` where measured)."""
+    """Pass rates of ``model`` without and with each env context (taken from ``results`` where measured);
+    the keys used are added to ``used``."""
     llm: HFBackend | None = None
     params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
 
@@ -95,11 +60,12 @@ def measure(
         def run() -> PassRate:
             nonlocal llm
             llm = llm or HFBackend(model)
-            env = envs.make(env_name)
-            context = env_context(env, env_name, context_name) if context_name else None
-            return pass_rate(Agent(llm, params, context), env_name, split, n)
+            context = env_context(envs.make(env_name), env_name, context_name) if context_name else None
+            return evaluate(llm, params, Evaluation(env_name, split, n, context))
 
-        return results.measure(Results.key(model, env_name, context_name, split, n, max_new_tokens), run)
+        key = result_key(model, env_name, context_name, split, n, max_new_tokens)
+        used.add(key)
+        return results.lookup(key, run)[0]
 
     rows: list[Row] = []
     for env_name in env_names:
@@ -149,11 +115,15 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     console = Console()
     models = args.models or installed_models() or [DEFAULT_MODEL]
-    results = Results(args.results)
+    results, used = EvalCache(args.results), set[str]()
+    try:
+        results.get("")  # a malformed results file: one line naming it, before any model loads
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     rows = [
         row
         for model in models
-        for row in measure(model, args.envs, args.split, args.tasks, args.max_new_tokens, results, console)
+        for row in measure(model, args.envs, args.split, args.tasks, args.max_new_tokens, results, used, console)
     ]
     table = Table(title=f"Context gap ({args.split}, greedy)")
     for column in ("model", "env", "context", "without", "with", "gap [95%] p", "tasks"):
@@ -164,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     console.print(table)
     if args.write:
         command = "python -m bench.context_gap " + " ".join(argv if argv is not None else sys.argv[1:])
-        args.write.write_text(markdown(rows, command.strip(), args.split, results.total_seconds()), encoding="utf-8")
+        args.write.write_text(markdown(rows, command.strip(), args.split, sum(results.seconds(key) for key in used)), encoding="utf-8")
         console.print(f"wrote {args.write}")
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from distill.eval_cache import locked
+from common.files import locked
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ import envs
 from agents.agent import Agent, Context, context_from_file, env_context
 from agents.llm import SamplingParams, load_llm
 from agents.models import DEFAULT_MODEL, ModelNotFound, resolve_device, resolve_model
-from agents.play import console, evaluate, play_human, play_with_model
+from agents.play import console, evaluate_contexts, play_human, play_with_model
 from agents.records import Episode
 from experience_store import ExperienceStore, StoreError
 from experience_store.knowledge import knowledge_text
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> None:
                     llm = load_llm(args.model, backend=args.backend, dtype=args.dtype, device=args.device)
                 agent = Agent(llm, sampling, context, args.max_prompt_tokens)
                 if args.eval:
-                    results = evaluate(args, agent, keep)
+                    results = evaluate_contexts(args, agent, keep)
                     run_id = store.create_run({"kind": "evaluation", **{k: str(v) for k, v in vars(args).items()}})
                     store.finish_run(run_id, "completed", evaluation=results)
                 else:

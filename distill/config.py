@@ -76,7 +76,7 @@ class DistillConfig:
     ood_env: str | None = config_field(None, "a second env evaluated as the out-of-distribution check")
     eval_max_new_tokens: int = config_field(128, "reply length cap when evaluating")
     eval_cache: Path | None = config_field(
-        None, "JSON file of start-model evaluations shared by runs that would repeat them (seeds, methods)"
+        None, "JSONL file of start-model evaluations shared by runs that would repeat them (seeds, methods)"
     )
     save_every: int = config_field(10, "checkpoint every N steps (and at the end)")
     merge_lora: bool = config_field(False, "also save the LoRA-merged model (a plain Hugging Face folder)")

@@ -7,7 +7,7 @@ env (``ood_env``: does it keep what it could do?). The test split (``config.eval
 only before the first step and after the last; the evaluations every ``eval_every`` steps use
 ``config.monitor_split`` (validation), also before and after so that its curve has both ends. Nothing
 is chosen on the test split. With ``eval_cache`` the start model's evaluations are looked up
-(``distill.eval_cache``) instead of repeated. Resuming a finished run returns its results.
+(``agents.evaluate.EvalCache``, keyed by ``distill.eval_cache``) instead of repeated. Resuming a finished run returns its results.
 """
 
 from __future__ import annotations
@@ -18,17 +18,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agents.agent import Agent, Context
-from agents.evaluate import pass_rate
+from agents.agent import Context
+from agents.evaluate import EvalCache, Evaluation, PassRate, evaluate
 from agents.llm import SamplingParams
 from agents.models import load_model, resolve_device
 from common.files import write_text_atomic
 from distill.checkpoint import load_checkpoint, resume_point, save_checkpoint
 from distill.config import DistillConfig
-from distill.eval_cache import EvalCache, EvalResults, evaluation_key
+from distill.eval_cache import evaluation_key
 from distill.plots import plot_run
 from distill.trainer import Distiller, make_accelerator
 from experience_store import ExperienceStore
+
+
+EvalResults = dict[str, dict[str, Any]]  # column -> PassRate.as_dict()
 
 
 class MetricsLog:
@@ -65,21 +68,36 @@ class TrainingResult:
     metrics_path: Path
 
 
-def evaluate(distiller: Distiller, config: DistillConfig, split: str) -> EvalResults:
-    """Greedy pass rates of the current student on ``split``: without context, with it, and on the OOD env."""
+def evaluations(config: DistillConfig, context: Context, split: str) -> dict[str, Evaluation]:
+    """The evaluation's columns on ``split``: the student without the context, with it, and on the OOD env."""
+    columns = {
+        "student": Evaluation(config.env, split, config.eval_tasks),
+        "student_with_context": Evaluation(config.env, split, config.eval_tasks, context),
+    }
+    if config.ood_env:
+        columns["ood"] = Evaluation(config.ood_env, split, config.eval_tasks)
+    return columns
+
+
+def evaluate_columns(distiller: Distiller, config: DistillConfig, split: str, cache: EvalCache | None = None) -> tuple[EvalResults, bool]:
+    """Greedy pass rates of the current student in each column on ``split`` (looked up in ``cache`` where
+    given), as ``PassRate.as_dict()``; and whether every one was found in the cache."""
     llm = distiller.llm(distiller.student)
     params = SamplingParams(max_new_tokens=config.eval_max_new_tokens, temperature=0.0)
-    columns: list[tuple[str, str, Context | None]] = [
-        ("student", config.env, None),
-        ("student_with_context", config.env, distiller.context),
-    ]
-    if config.ood_env:
-        columns.append(("ood", config.ood_env, None))
     results: EvalResults = {}
-    for name, env, context in columns:
-        agent = Agent(llm, params, context, config.max_prompt_tokens)
-        results[name] = pass_rate(agent, env, split, config.eval_tasks).as_dict()
-    return results
+    all_cached = cache is not None
+    for name, evaluation in evaluations(config, distiller.context, split).items():
+
+        def measure(evaluation: Evaluation = evaluation) -> PassRate:
+            return evaluate(llm, params, evaluation, max_prompt_tokens=config.max_prompt_tokens)
+
+        if cache is None:
+            rate = measure()
+        else:
+            rate, cached = cache.lookup(evaluation_key(config, evaluation), measure)
+            all_cached = all_cached and cached
+        results[name] = rate.as_dict()
+    return results, all_cached
 
 
 def train(
@@ -139,11 +157,8 @@ def train(
     def evaluation(step: int, split: str) -> None:
         if not is_main:
             return
-        if cache is not None and step == 0:  # the start model: the same for every run with this key
-            key = evaluation_key(config, context, split)
-            results, cached = cache.lookup(key, lambda: evaluate(distiller, config, split))
-        else:
-            results, cached = evaluate(distiller, config, split), False
+        # The start model's evaluations are the same for every run with their keys.
+        results, cached = evaluate_columns(distiller, config, split, cache if step == 0 else None)
         record(step, {f"eval_{split}/{name}": r["rate"] for name, r in results.items()})
         log.append({"step": step, "split": split, "eval_detail": results, "from_cache": cached})
         if on_eval:

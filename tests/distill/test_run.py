@@ -90,7 +90,10 @@ def test_resume_continues_a_killed_run(tiny_model_dir: str, tmp_path: Path, caps
 
 
 def test_runs_share_the_start_models_evaluation(tiny_model_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cache = tmp_path / "eval-cache.json"
+    cache = tmp_path / "eval-cache.jsonl"
+
+    def entries() -> list[dict]:
+        return [json.loads(line) for line in cache.read_text().splitlines()]
 
     def run(name: str, *extra: str) -> list[dict]:
         args = tiny_run_args(tiny_model_dir, tmp_path / name, tmp_path / "exp.db", steps=1)
@@ -100,12 +103,13 @@ def test_runs_share_the_start_models_evaluation(tiny_model_dir: str, tmp_path: P
 
     first = run("first")
     assert [r["from_cache"] for r in first] == [False, False]  # before (measured, then stored) and after
-    (entry,) = json.loads(cache.read_text()).values()
-    assert entry == first[0]["eval_detail"]
+    columns = ("student", "student_with_context", "ood")
+    stored = {column: {k: v for k, v in e.items() if k not in ("key", "seconds")} for column, e in zip(columns, entries())}
+    assert stored == first[0]["eval_detail"]  # one entry per column
     other_seed = run("other-seed", "--seed", "1", "--method", "offpolicy")
-    assert other_seed[0]["from_cache"] and other_seed[0]["eval_detail"] == entry and not other_seed[1]["from_cache"]
+    assert other_seed[0]["from_cache"] and other_seed[0]["eval_detail"] == stored and not other_seed[1]["from_cache"]
     fewer_tasks = run("fewer-tasks", "--eval-tasks", "1")
-    assert not fewer_tasks[0]["from_cache"] and len(json.loads(cache.read_text())) == 2
+    assert not fewer_tasks[0]["from_cache"] and len(entries()) == 6
 
 
 def test_missing_context_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
