@@ -45,6 +45,7 @@ class Episode:
     seed: int | None = None
     wall_time_s: float = 0.0
     metadata: dict[str, Any] = field(default_factory=dict)  # free-form extras, JSON-serialisable
+    env_args: dict[str, Any] = field(default_factory=dict)  # the env's constructor arguments (--env-args)
     uuid: str = field(default_factory=lambda: uuid.uuid4().hex)
     created_at: float = field(default_factory=time.time)  # unix seconds
 

@@ -35,6 +35,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--env-args", nargs="*", default=[], metavar="NAME=VALUE", help="the env's constructor arguments, e.g. max_steps=10"
     )
+    parser.add_argument(
+        "--allow-mixed-env-args", action="store_true",
+        help="store these episodes even if the store holds this env's episodes played with other --env-args",
+    )
     parser.add_argument("--model", default=DEFAULT_MODEL, help="named model, local folder or Hugging Face id")
     parser.add_argument("--episodes", type=int, default=8, help="episodes to play (tasks 0..N-1 of the split)")
     parser.add_argument("--split", default="train", choices=envs.SPLITS)
@@ -104,8 +108,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         check_numbers(args)
         args.env = envs.spec(args.env).name  # one name per env in the store, whichever alias was typed
-        if args.env_args:
-            envs.configure(args.env, **envs.parse_env_args(args.env_args))
+        env_args = envs.parse_env_args(args.env_args)
+        if env_args:
+            envs.configure(args.env, **env_args)
         if args.eval and args.split == "train":
             args.split = "validation"
         sampling = SamplingParams(
@@ -117,9 +122,13 @@ def main(argv: list[str] | None = None) -> None:
             resolve_device(args.device)  # so does a missing GPU
         with ExperienceStore.open(args.store) as store:
             stored_before = store.count_episodes()
+            if not args.allow_mixed_env_args:
+                store.check_env_args(args.env, env_args)  # before the model loads
 
             def keep(episode: Episode) -> None:
-                store.add_episodes([episode])  # one transaction per episode: Ctrl-C keeps all finished ones
+                episode.env_args = env_args
+                # One transaction per episode: Ctrl-C keeps all finished ones.
+                store.add_episodes([episode], allow_mixed_settings=args.allow_mixed_env_args)
 
             try:
                 if args.human:

@@ -139,6 +139,7 @@ def collect(store: ExperienceStore, base: DistillConfig, loop: LoopConfig, llm: 
         agent = Agent(llm, sampling, None, base.max_prompt_tokens)
         tasks = [Task("train", int(i)) for i in indices]
         for episode in collect_episodes(lambda: envs.make(base.env), agent, tasks, env_id=base.env, round=round):
+            episode.env_args = envs.parse_env_args(base.env_args)
             store.add_episodes([episode])
             have.append(episode)
     turns = [t for e in have for t in e.turns]

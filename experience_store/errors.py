@@ -51,6 +51,10 @@ class RunNotFound(RecordNotFound):
     """No distillation run with this uuid."""
 
 
+class MixedEnvSettings(StoreError):
+    """Episodes of one env played with other constructor arguments than those already stored for it."""
+
+
 class InvalidRecord(StoreError, ValueError):
     """A record failed validation; from a file, the message starts with ``file:line:``."""
 

@@ -9,7 +9,8 @@ has a default may be left out (except ``uuid``), and an unknown field is an erro
 
     uuid: str, env_id: str, task_id: str, split: str, model: str, context_id: str | null,
     round: int, seed: int | null, success: bool, total_reward: float, wall_time_s: float,
-    created_at: float, metadata: object,
+    created_at: float, metadata: object, env_args: object (the env's constructor arguments; {} when
+    left out, as in files written before it was recorded),
     turns: [{index: int, prompt_messages: [{role: str, content: str}, ...], reply: str,
              action: str, reward: float, observation: str, prompt_tokens: int,
              completion_tokens: int, reply_token_ids: [int, ...]}, ...]

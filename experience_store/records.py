@@ -156,6 +156,7 @@ def validate_episode(episode: Episode) -> None:
             ("seed", episode.seed, _optional(_is_int)),
             ("wall_time_s", episode.wall_time_s, _is_number),
             ("metadata", episode.metadata, _is_json_object),
+            ("env_args", episode.env_args, _is_json_object),
             ("created_at", episode.created_at, _is_number),
         ]
     )

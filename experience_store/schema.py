@@ -139,5 +139,13 @@ _V2 = (
     "CREATE INDEX knowledge_items_kind ON knowledge_items (kind)",
 )
 
-MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2)
+# Version 3: each episode records the env's constructor arguments (``--env-args``) as a JSON object; the
+# episodes stored before hold '{}' (the env's defaults, or not recorded). The index answers "which
+# settings does this env have here" without reading the episodes.
+_V3 = (
+    "ALTER TABLE episodes ADD COLUMN env_args TEXT NOT NULL DEFAULT '{}'",
+    "CREATE INDEX episodes_env_args ON episodes (env_id, env_args)",
+)
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.records import Episode, Message, Turn
-from experience_store.errors import DuplicateRecord, EpisodeNotFound, InvalidRecord
+from experience_store.errors import DuplicateRecord, EpisodeNotFound, InvalidRecord, MixedEnvSettings
 from experience_store.records import shared_prefix, validate_episode
 from experience_store.store.connection import StoreConnection
 from experience_store.store.files import beside
@@ -21,7 +21,7 @@ from experience_store.store.sql import chunks, marks, to_json, translate, transl
 _PAGE = 256  # episodes fetched per query while iterating
 _EPISODE_COLUMNS = (
     "id, uuid, env_id, task_id, split, model, context_id, round, seed, success, total_reward, "
-    "num_turns, prompt_tokens, completion_tokens, wall_time_s, created_at, metadata"
+    "num_turns, prompt_tokens, completion_tokens, wall_time_s, created_at, metadata, env_args"
 )
 _TURN_COLUMNS = (
     "episode_id, idx, prompt_prefix, prompt_messages, reply, action, reward, observation, "
@@ -109,8 +109,24 @@ def _episode_rows(episode: Episode) -> tuple[tuple[Any, ...], list[tuple[Any, ..
         float(episode.wall_time_s),
         float(episode.created_at),
         to_json(episode.metadata, f"episode {episode.uuid} metadata"),
+        env_args_json(episode.env_args, episode.uuid),
     )
     return row, turns
+
+
+def env_args_json(env_args: dict[str, Any], uuid: str) -> str:
+    """``env_args`` as stored: JSON with sorted keys, so that equal settings are equal text."""
+    try:
+        return json.dumps(env_args, sort_keys=True, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidRecord(f"episode {uuid} env_args {exc}") from None
+
+
+def _mixed(env_id: str, what: str, env_args: str, where: str, other: str) -> MixedEnvSettings:
+    return MixedEnvSettings(
+        f"{what} of env {env_id!r}: env_args {env_args}, but {where}: env_args {other} ({{}}: the env's "
+        "defaults); use another store, or allow mixed settings explicitly"
+    )
 
 
 def _timestamp(value: Timestamp) -> float:
@@ -121,11 +137,15 @@ class EpisodeRecords(StoreConnection):
     """The episodes and turns tables."""
 
     @translated
-    def add_episodes(self, episodes: Iterable[Episode], *, skip_existing: bool = False) -> int:
+    def add_episodes(
+        self, episodes: Iterable[Episode], *, skip_existing: bool = False, allow_mixed_settings: bool = False
+    ) -> int:
         """Store ``episodes`` in ONE transaction (all or none); return how many were added.
 
         Every episode is validated first (``InvalidRecord``). An episode whose uuid is already stored
         raises ``DuplicateRecord``; with ``skip_existing`` it is skipped (how import and merge de-duplicate).
+        Episodes of one env played with other constructor arguments (``env_args``) than those stored for
+        it, or than each other, raise ``MixedEnvSettings`` naming both, unless ``allow_mixed_settings``.
         """
         self._require_writable()
         batch = list(episodes)
@@ -146,9 +166,32 @@ class EpisodeRecords(StoreConnection):
                 episode_rows.append((next_id, *row))
                 turn_rows.extend((next_id, *turn) for turn in turns)
                 next_id += 1
-            self._conn.executemany(f"INSERT INTO episodes ({_EPISODE_COLUMNS}) VALUES ({marks(17)})", episode_rows)
+            if not allow_mixed_settings:
+                self._check_settings([(row[2], row[-1], f"episode {row[1]}") for row in episode_rows])
+            self._conn.executemany(f"INSERT INTO episodes ({_EPISODE_COLUMNS}) VALUES ({marks(18)})", episode_rows)
             self._conn.executemany(f"INSERT INTO turns ({_TURN_COLUMNS}) VALUES ({marks(11)})", turn_rows)
         return len(episode_rows)
+
+    @translated
+    def check_env_args(self, env_id: str, env_args: dict[str, Any]) -> None:
+        """``MixedEnvSettings`` when ``env_id``'s stored episodes were played with other ``env_args``: what
+        ``add_episodes`` would refuse, asked before playing."""
+        self._check_settings([(env_id, env_args_json(env_args, "?"), "the episodes to play")])
+
+    def _check_settings(self, rows: list[tuple[str, str, str]]) -> None:
+        """``MixedEnvSettings`` when the new episodes' (env, env_args, what) ``rows`` hold two settings of
+        one env, or one other than the env's stored episodes."""
+        settings: dict[str, tuple[str, str]] = {}
+        for env_id, env_args, what in rows:
+            first, first_what = settings.setdefault(env_id, (env_args, what))
+            if env_args != first:
+                raise _mixed(env_id, what, env_args, f"{first_what} of the same batch", first)
+        for env_id, (env_args, what) in settings.items():
+            other = self._conn.execute(
+                "SELECT env_args FROM episodes WHERE env_id = ? AND env_args != ? LIMIT 1", (env_id, env_args)
+            ).fetchone()
+            if other is not None:
+                raise _mixed(env_id, what, env_args, f"{self.path}'s {env_id} episodes", other[0])
 
     def episodes(
         self,
@@ -276,6 +319,7 @@ class EpisodeRecords(StoreConnection):
                     seed=row[8],
                     wall_time_s=row[14],
                     metadata=json.loads(row[16]),
+                    env_args=json.loads(row[17]),
                     uuid=row[1],
                     created_at=row[15],
                 )

@@ -15,6 +15,7 @@ import pytest
 import commands.play
 from commands.play import main
 from cli import run_main, write_context
+from agents.records import Episode
 from experience_store import ExperienceStore
 
 
@@ -203,3 +204,19 @@ def test_human_play_from_the_keyboard(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     (episode,) = stored(store)
     assert episode.model == "human" and episode.turns[0].reply == "42"
+
+
+def test_other_env_args_than_the_stores_are_refused_before_the_model_loads(
+    tiny_model_dir: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = tmp_path / "exp.db"
+    with ExperienceStore.open(store) as s:
+        s.add_episodes([Episode(env_id="sokoban", task_id="t", split="train", model="m")])  # the env's defaults
+    args = ["--env", "sokoban", "--env-args", "max_turns=2", "--model", tiny_model_dir, "--episodes", "1",
+            "--store", str(store), "--max-new-tokens", "4"]  # fmt: skip
+    code, _, stderr = run_main(main, capsys, *args)
+    assert code == 2 and 'env_args {"max_turns": 2}' in stderr and "env_args {}" in stderr
+    assert "loading" not in capsys.readouterr().out and len(stored(store)) == 1
+    code, _, stderr = run_main(main, capsys, *args, "--allow-mixed-env-args")
+    assert code == 0, stderr
+    assert [e.env_args for e in stored(store)] == [{}, {"max_turns": 2}]

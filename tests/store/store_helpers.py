@@ -37,6 +37,7 @@ def make_episode(
     model: str = "tiny-model",
     round: int = 0,
     created_at: float = 1_700_000_000.0,
+    env_args: dict[str, object] | None = None,
 ) -> Episode:
     """A realistic multi-turn episode (growing chat history), fully determined by ``tag`` and ``i``."""
     messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"Task {tag}-{i}: {i} + 1 = ?"}]
@@ -63,6 +64,7 @@ def make_episode(
         seed=i if i % 4 else None,
         wall_time_s=0.25 * turns,
         metadata={"tag": tag, "i": i, "notes": ["ünïcode ✓", None]},
+        env_args={"levels": [1, 2], "max_turns": 5} if env_args is None else env_args,
         uuid=episode_uuid(tag, i),
         created_at=created_at + i,
     )

@@ -49,7 +49,7 @@ def test_the_store_knows_every_field_of_the_episode_record() -> None:
     # JSONL docs, store_helpers.make_episode giving it a value) before it is added to these lists.
     assert [f.name for f in dataclasses.fields(Episode)] == [
         "env_id", "task_id", "split", "model", "turns", "success", "total_reward", "context_id", "round", "seed",
-        "wall_time_s", "metadata", "uuid", "created_at",
+        "wall_time_s", "metadata", "env_args", "uuid", "created_at",
     ]  # fmt: skip
     assert [f.name for f in dataclasses.fields(Turn)] == [
         "index", "prompt_messages", "reply", "action", "reward", "observation", "prompt_tokens",
