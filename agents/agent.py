@@ -38,12 +38,13 @@ class Context:
     """Text given to the agent besides the task: a knowledge set, a handbook, raw traces or a system prompt.
 
     A ``system_prompt`` opens the system message, as a system prompt does; the other kinds follow the
-    instructions in a delimited block with a heading.
+    instructions in a delimited block with a heading: ``heading``, or the kind's (``CONTEXT_HEADINGS``).
     """
 
     text: str
     kind: ContextKind = "knowledge"
     id: str | None = None  # provenance, e.g. the store's knowledge set id
+    heading: str | None = None
 
     def wrap(self, instructions: str) -> str:
         """The system message: ``instructions`` with this context placed and delimited."""
@@ -63,7 +64,7 @@ class Context:
     def _block(self) -> str:
         if self.kind == "system_prompt":
             return f"{self.text.strip()}\n\n"
-        return f"\n\n## {CONTEXT_HEADINGS[self.kind]}\n<context>\n{self.text.strip()}\n</context>"
+        return f"\n\n## {self.heading or CONTEXT_HEADINGS[self.kind]}\n<context>\n{self.text.strip()}\n</context>"
 
 
 def context_from_file(path: Path, kind: ContextKind) -> Context:

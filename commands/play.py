@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -51,7 +52,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--context-kind", default="knowledge", choices=["knowledge", "system_prompt", "handbook", "traces"],
         help="how --context is placed: a block after the instructions, or (system_prompt) before them",
     )
+    parser.add_argument("--context-heading", help="the context block's heading (default: the context kind's)")
     parser.add_argument("--backend", default="hf", choices=["hf", "vllm"])
+    parser.add_argument(
+        "--vllm-memory-fraction", type=float, help="with --backend vllm: the fraction of GPU memory it may take (default: vLLM's)"
+    )
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16", "auto"])
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto")
     parser.add_argument("--temperature", type=float, default=0.7, help="0 = greedy")
@@ -70,6 +75,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def load_context(args: argparse.Namespace) -> Context | None:
+    """The context the flags name, with ``--context-heading`` if given; None for none."""
+    context = context_named(args)
+    if context is not None and args.context_heading:
+        return replace(context, heading=args.context_heading)
+    return context
+
+
+def context_named(args: argparse.Namespace) -> Context | None:
     if args.context:
         return context_from_file(args.context, args.context_kind)
     if args.env_context:
@@ -98,6 +111,11 @@ def check_numbers(args: argparse.Namespace) -> None:
         raise ValueError(f"--temperature must be a finite number >= 0 (0 = greedy), got {args.temperature}")
     if not (math.isfinite(args.top_p) and 0 < args.top_p <= 1):
         raise ValueError(f"--top-p must be a finite number in (0, 1], got {args.top_p}")
+    if args.vllm_memory_fraction is not None:
+        if args.backend != "vllm":
+            raise ValueError("--vllm-memory-fraction goes with --backend vllm")
+        if not (math.isfinite(args.vllm_memory_fraction) and 0 < args.vllm_memory_fraction <= 1):
+            raise ValueError(f"--vllm-memory-fraction must be a finite number in (0, 1], got {args.vllm_memory_fraction}")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -135,7 +153,8 @@ def main(argv: list[str] | None = None) -> None:
                     play_human(args, keep)
                     return
                 with console.status(f"loading {args.model}..."):
-                    llm = load_llm(args.model, backend=args.backend, dtype=args.dtype, device=args.device)
+                    engine = {} if args.vllm_memory_fraction is None else {"gpu_memory_utilization": args.vllm_memory_fraction}
+                    llm = load_llm(args.model, backend=args.backend, dtype=args.dtype, device=args.device, **engine)
                 agent = Agent(llm, sampling, context, args.max_prompt_tokens)
                 if args.eval:
                     results = evaluate_contexts(args, agent, keep)

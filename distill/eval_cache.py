@@ -24,7 +24,7 @@ def evaluation_key(config: DistillConfig, evaluation: Evaluation) -> str:
     fields: dict[str, Any] = {name: getattr(config, name) for name in KEY_FIELDS}
     context = evaluation.context
     fields.update(env=evaluation.env, split=evaluation.split, tasks=evaluation.tasks, format=FORMAT,
-                  context=[context.kind, context.text] if context else None)  # fmt: skip
+                  context=[context.kind, context.text, context.heading] if context else None)  # fmt: skip
     folder = Path(config.model)
     if folder.is_dir():  # a checkpoint folder: the same path may later hold other weights
         fields["files"] = sorted((str(f.relative_to(folder)), f.stat().st_size, f.stat().st_mtime_ns)

@@ -31,7 +31,10 @@ def plot_run(records: list[dict[str, Any]], out_dir: Path) -> list[Path]:
     out_dir = Path(out_dir)
     written = []
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    for key, label in (("train/loss", "loss"), ("train/kl_token_mean", "per-token loss (mean)")):
+    per_token = (("train/kl_token_mean", "per-token KL (mean)"), ("train/nll_token_mean", "per-token NLL (mean)"))
+    for key, label in (("train/loss", "loss"), *per_token):  # nll: sft's loss; kl: the other methods'
+        if not any(key in r for r in records):
+            continue
         axes[0].plot(*_series(records, key), label=label)
     axes[0].set_xlabel("step")
     axes[0].xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -174,7 +174,7 @@ class Distiller:
 
             self._vllm = VLLMBackend(
                 self.config.model, dtype=self.config.dtype, enable_lora=True,
-                max_lora_rank=max_lora_rank(self.config.lora_r), gpu_memory_utilization=0.3,
+                max_lora_rank=max_lora_rank(self.config.lora_r), gpu_memory_utilization=self.config.vllm_memory_fraction,
             )
         folder = self.config.out_dir / "vllm-sync" / f"process-{self.accelerator.process_index}"
         self.student.save_pretrained(folder, save_embedding_layers=False)
@@ -288,10 +288,11 @@ class Distiller:
         self.student.eval()
         self.step_count += 1
         reply_tokens = out.token_loss.numel()
+        per_token = "nll" if self.config.method == "sft" else "kl"  # what token_loss holds
         return {
             "loss": out.loss.item(),
-            "kl_token_mean": out.token_loss.mean().item(),
-            "kl_negative_fraction": (out.token_loss < 0).float().mean().item(),
+            f"{per_token}_token_mean": out.token_loss.mean().item(),
+            f"{per_token}_negative_fraction": (out.token_loss < 0).float().mean().item(),
             "student_entropy": out.student_entropy.mean().item(),
             "grad_norm": float(grad_norm),
             "samples": float(len(samples)),

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +89,8 @@ def evaluate_columns(distiller: Distiller, config: DistillConfig, split: str, ca
     for name, evaluation in evaluations(config, distiller.context, split).items():
 
         def measure(evaluation: Evaluation = evaluation) -> PassRate:
-            return evaluate(llm, params, evaluation, max_prompt_tokens=config.max_prompt_tokens)
+            return evaluate(llm, params, evaluation, max_prompt_tokens=config.max_prompt_tokens,
+                            batch_size=config.eval_batch_size)  # fmt: skip
 
         if cache is None:
             rate = measure()
@@ -116,6 +117,8 @@ def train(
     checkpoints and records.
     """
     config.configure_env()
+    if config.context_heading:
+        context = replace(context, heading=config.context_heading)
     device = resolve_device(config.device)  # no GPU: a one-line error before anything is read or written
     checkpoint = resume_point(config, context) if resume else None  # other settings: refused before loading
     accelerator = make_accelerator(device)  # joins the process group when launched by accelerate

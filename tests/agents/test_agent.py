@@ -24,6 +24,13 @@ def test_knowledge_context_is_a_delimited_block_after_the_instructions() -> None
     assert "<context>\n- EXPERIENCE ITEM: doors open.\n</context>" in system["content"]
 
 
+def test_a_context_heading_replaces_the_kinds() -> None:
+    context = Context("- doors open.", "knowledge", heading="Notes from a colleague")
+    system = build_messages("Play well.", [], "obs", context)[0]["content"]
+    assert "\n\n## Notes from a colleague\n<context>\n- doors open.\n</context>" in system
+    assert context.unwrap(system) == "Play well."
+
+
 def test_system_prompt_context_opens_the_system_message() -> None:
     system = build_messages("Answer with a letter.", [], "Q?", Context("You are a careful pharmacist.", "system_prompt"))
     assert system[0]["content"] == "You are a careful pharmacist.\n\nAnswer with a letter."

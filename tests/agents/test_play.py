@@ -220,3 +220,10 @@ def test_other_env_args_than_the_stores_are_refused_before_the_model_loads(
     code, _, stderr = run_main(main, capsys, *args, "--allow-mixed-env-args")
     assert code == 0, stderr
     assert [e.env_args for e in stored(store)] == [{}, {"max_turns": 2}]
+
+
+def test_vllm_memory_fraction_goes_with_the_vllm_backend(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, stderr = run_main(main, capsys, "--vllm-memory-fraction", "0.5", "--store", str(tmp_path / "exp.db"))
+    assert code == 2 and "--vllm-memory-fraction goes with --backend vllm" in stderr
+    code, _, stderr = run_main(main, capsys, "--backend", "vllm", "--vllm-memory-fraction", "1.5", "--store", str(tmp_path / "exp.db"))
+    assert code == 2 and "in (0, 1], got 1.5" in stderr and not (tmp_path / "exp.db").exists()

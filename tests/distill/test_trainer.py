@@ -155,9 +155,10 @@ def test_baselines_learn_from_teacher_samples(method, context_sensitive_model, d
     assert all(FACT.text in s.teacher_messages[0]["content"] for s in samples)
     assert all(FACT.text not in s.student_messages[0]["content"] for s in samples)
     start = answer_logprob(distiller.student, default_tokenizer, None, ANSWER)
-    for _ in range(10):
-        distiller.step()
+    metrics = [distiller.step() for _ in range(10)]
     assert answer_logprob(distiller.student, default_tokenizer, None, ANSWER) > start + 1.0
+    named, other = ("nll", "kl") if method == "sft" else ("kl", "nll")  # sft's per-token loss is a likelihood, not a KL
+    assert f"{named}_token_mean" in metrics[0] and f"{other}_token_mean" not in metrics[0]
 
 
 def test_offpolicy_sees_the_student_mass_outside_the_teachers_top_k() -> None:
