@@ -14,16 +14,13 @@ from agents.llm import Generation, SamplingParams
 from agents.records import Episode, Message, Turn
 from agents.rollout import Task, collect_episodes
 from envs.grid_games import STRIPPED_RULES
+from experience_store.examples import EXAMPLES, STYLE_EXAMPLES, contrast_example_for, example_for
 from experience_store.reflect import (
     CONTRAST_TEMPLATES,
-    EXAMPLES,
     MAX_ITEM_CHARS,
-    STYLE_EXAMPLES,
     Contrast,
     ExtractionOptions,
     Extractor,
-    contrast_example_for,
-    example_for,
     extraction_messages,
     finished_lines,
     parse_items,
