@@ -14,14 +14,11 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from rich.console import Console
-from rich.control import strip_control_codes
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
 from agents.evaluate import PassRate
-from agents.records import Episode, Message, Turn
 from experience_store.decision import KnowledgeDecision
 from experience_store.errors import StoreError
 from experience_store.jsonl import RECORD_TYPES, TransferCounts, check_jsonl, export_jsonl, import_jsonl, merge_stores
@@ -29,12 +26,11 @@ from experience_store.knowledge import knowledge_text, trace_text
 from experience_store.records import KNOWLEDGE_KINDS, RUN_STATUSES, KnowledgeSet
 from experience_store.reflect_command import add_reflect_arguments, cmd_reflect
 from experience_store.selection import latest_decision
+from experience_store.show import console, format_time, print_episode
 from experience_store.store import ExperienceStore
 
 CLI_TIMEOUT = 10.0
 MAX_TIMEOUT = 86_400.0  # seconds: a lock wait longer than a day is a mistake
-_KEEP = 2_000  # show prints a text longer than 3 * _KEEP characters as its first and last _KEEP, unless --full
-console = Console(highlight=False)
 
 
 def _when(text: str) -> float:
@@ -98,10 +94,6 @@ def _timeout(text: str) -> float:
     return value
 
 
-def _time(seconds: float | None) -> str:
-    return "-" if seconds is None else datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
-
-
 def _short(text: str, width: int = 80) -> str:
     line = " ".join(text.split())
     return line if len(line) <= width else line[: width - 1] + "…"
@@ -123,8 +115,8 @@ def cmd_stats(args: argparse.Namespace) -> int:
         ("knowledge items", f"{stats.knowledge_items:,}"),
         ("knowledge sets", f"{stats.knowledge_sets:,}"),
         ("distillation runs", f"{stats.runs:,}"),
-        ("first episode", _time(stats.first_episode_at)),
-        ("last episode", _time(stats.last_episode_at)),
+        ("first episode", format_time(stats.first_episode_at)),
+        ("last episode", format_time(stats.last_episode_at)),
     ]
     for name, value in rows:
         table.add_row(name, value)
@@ -170,7 +162,7 @@ def cmd_episodes(args: argparse.Namespace) -> int:
     for e in episodes:
         table.add_row(
             e.uuid[:10],
-            _time(e.created_at)[:16],
+            format_time(e.created_at)[:16],
             Text(e.env_id),
             Text(e.split),
             Text(e.task_id),
@@ -185,81 +177,11 @@ def cmd_episodes(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_text(text: str, *, full: bool, label: Text | None = None) -> None:
-    """Print a stored text after ``label``: a long one elided to its ends, unless ``full``. Rich wraps a
-    text in time quadratic in its length, so a long text printed whole is written as it is."""
-    label = label or Text()
-    if len(text) <= 3 * _KEEP:
-        console.print(label + Text(text))
-    elif full:
-        console.print(label, end="")
-        console.file.write(strip_control_codes(text) + "\n")
-    else:
-        console.print(label + Text(text[:_KEEP]))
-        console.print(Text(f"… [{len(text) - 2 * _KEEP:,} chars elided; --full to show]", style="dim"))
-        console.print(Text(text[-_KEEP:]))
-
-
-def _print_messages(messages: list[Message], *, full: bool) -> None:
-    for message in messages:
-        console.print(Text(f"[{message['role']}]", style="bold cyan"))
-        _print_text(message["content"], full=full)
-
-
 def cmd_show(args: argparse.Namespace) -> int:
     with _open(args) as store:
         episode = store.episode(args.episode)
-    _print_episode(episode, full=args.full)
+    print_episode(episode, full=args.full)
     return 0
-
-
-def _print_episode(e: Episode, *, full: bool) -> None:
-    outcome = Text("success", style="bold green") if e.success else Text("failure", style="bold red")
-    console.print(Text.assemble(("episode ", "bold"), e.uuid, "  ", outcome))
-    header = [
-        ("env", e.env_id),
-        ("task", e.task_id),
-        ("split", e.split),
-        ("model", e.model),
-        ("round", str(e.round)),
-        ("context", e.context_id or "none"),
-        ("seed", "none" if e.seed is None else str(e.seed)),
-        ("return", f"{e.total_reward:g}"),
-        ("turns", str(e.num_turns)),
-        ("tokens", f"{e.prompt_tokens:,} prompt + {e.completion_tokens:,} completion"),
-        ("wall time", f"{e.wall_time_s:.2f} s"),
-        ("created", _time(e.created_at)),
-    ]
-    if e.metadata:
-        header.append(("metadata", str(e.metadata)))
-    for name, value in header:
-        _print_text(value, full=full, label=Text(f"{name:>10}  ", style="dim"))
-    last: Turn | None = None
-    for turn in e.turns:
-        console.rule(f"turn {turn.index}")
-        if full or last is None:
-            _print_messages(turn.prompt_messages, full=full)
-        else:
-            # Print only what the trace so far does not already show: a prompt usually repeats the
-            # previous prompt plus the last reply and observation.
-            previous, prompt = last.prompt_messages, turn.prompt_messages
-            common = min(len(previous), len(prompt))
-            shared = next((i for i, (a, b) in enumerate(zip(previous, prompt)) if a != b), common)
-            if shared < len(previous):
-                dropped = len(previous) - shared
-                console.print(Text(f"(prompt rebuilt: {dropped} earlier messages left out)", style="dim"))
-            new = prompt[shared:]
-            expected = [{"role": "assistant", "content": last.reply}, {"role": "user", "content": last.observation}]
-            if shared == len(previous) and new[:2] == expected:
-                new = new[2:]
-            _print_messages(new, full=full)
-        console.print(Text("[reply]", style="bold magenta"))
-        _print_text(turn.reply, full=full)
-        label = Text.assemble(("reward ", "bold"), f"{turn.reward:g}", ("   action ", "bold"))
-        _print_text(repr(turn.action), full=full, label=label)
-        console.print(Text("[observation]", style="bold cyan"))
-        _print_text(turn.observation, full=full)
-        last = turn
 
 
 def cmd_knowledge(args: argparse.Namespace) -> int:
@@ -275,7 +197,7 @@ def cmd_knowledge(args: argparse.Namespace) -> int:
         score = "-" if s.validation_score is None else f"{s.validation_score:.3f} (n={s.validation_n})"
         selected = Text("✓", style="green") if s.selected else ""
         table.add_row(
-            s.uuid[:12], _time(s.created_at), Text(s.env_id), str(s.round), str(len(s.items)), f"{s.token_count:,}",
+            s.uuid[:12], format_time(s.created_at), Text(s.env_id), str(s.round), str(len(s.items)), f"{s.token_count:,}",
             score, selected,
         )
     console.print(table)
@@ -345,7 +267,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         shown = list(r.metrics.items())[:4]
         last = "  ".join(f"{name}={points[-1][1]:.4g}" for name, points in shown if points)
         steps_text = "-" if steps is None else str(steps)
-        times = (_time(r.created_at), _time(r.finished_at))
+        times = (format_time(r.created_at), format_time(r.finished_at))
         table.add_row(r.uuid[:12], *times, r.status, steps_text, Text(last), Text(r.checkpoint_path or "-"))
     console.print(table)
     return 0
