@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +35,7 @@ from agents.hf_backend import HFBackend
 from agents.llm import LLM, SamplingParams
 from agents.rollout import Task, collect_episodes
 from common.config import config_field
+from common.files import write_text_atomic
 from distill.checkpoint import MAY_CHANGE, setting_changes
 from distill.config import DistillConfig
 from distill.training import EvalResults, train
@@ -122,9 +122,7 @@ class LoopState:
 
     def save(self, path: Path) -> None:
         state = {"settings": self.settings, "run_id": self.run_id, "rounds": [r.as_dict() for r in self.rounds]}
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(state, indent=1))
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(state, indent=1))
 
 
 def collect(store: ExperienceStore, base: DistillConfig, loop: LoopConfig, llm: LLM, round: int) -> float:
