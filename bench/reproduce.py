@@ -11,7 +11,7 @@ subprocess. A finished job is recorded in OUT/jobs.json with its command and wal
 a rerun; an interrupted distillation continues from its last checkpoint (``--resume``), an interrupted
 collection starts over in a fresh store. Workers share a plan: each claims a job (OUT/claims/) before
 running it, skips runs that another live worker holds and waits for setup jobs that later ones need.
-Runs share the start model's evaluation (OUT/eval-cache.json: greedy, so seeds and methods repeat it
+Runs share the start model's evaluation (OUT/eval-cache.jsonl: greedy, so seeds and methods repeat it
 exactly). The report is rewritten after every job, so docs/results.md always shows what has finished
 (cells still missing say so).
 

@@ -105,6 +105,6 @@ class Plan:
             "--seed", str(seed), "--steps", str(self.s.steps), "--episodes-per-step", "4",
             "--max-new-tokens", tokens, "--eval-every", "0", "--eval-tasks", str(self.s.eval_tasks),
             "--eval-max-new-tokens", tokens, "--save-every", str(max(1, self.s.steps // 4)),
-            "--eval-cache", str(self.s.out / "eval-cache.json"), "--out-dir", str(out), *extra,
+            "--eval-cache", str(self.s.out / "eval-cache.jsonl"), "--out-dir", str(out), *extra,
         )  # fmt: skip
         self.add(Job(f"{name}-seed{seed}", argv, out, resumable=True))

@@ -170,11 +170,11 @@ def test_resume_refuses_other_settings_in_one_line(tiny_model_dir: str, tmp_path
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [
-        ("--temperature", "nan", "temperature must be a finite number > 0"),
-        ("--lr", "inf", "lr must be a finite number > 0, got inf"),
+        ("--temperature", "nan", "argument --temperature: must be a finite number, got nan"),
+        ("--lr", "inf", "argument --lr: must be a finite number, got inf"),
         ("--top-p", "0", "top_p must be a finite number in (0, 1], got 0.0"),
         ("--weight-decay", "-1", "weight_decay must be a finite number >= 0, got -1.0"),
-        ("--grad-clip", "nan", "grad_clip must be a finite number > 0, got nan"),
+        ("--grad-clip", "nan", "argument --grad-clip: must be a finite number, got nan"),
         ("--episodes-per-step", "0", "episodes_per_step must be >= 1, got 0"),
     ],
 )
