@@ -24,6 +24,7 @@ from agents.llm import SamplingParams, load_llm
 from agents.models import DEFAULT_MODEL, ModelNotFound, resolve_device, resolve_model
 from agents.play import console, evaluate_contexts, play_human, play_with_model
 from agents.records import Episode
+from common.cli import one_line_errors
 from experience_store import ExperienceStore, StoreError
 from experience_store.knowledge import knowledge_text
 
@@ -123,7 +124,8 @@ def main(argv: list[str] | None = None) -> None:
     and the store is opened (its writability checked) before the model loads. Ctrl-C exits 130 and says
     how many episodes this run stored."""
     args = parse_args(argv)
-    try:
+    interrupted = "interrupted before the store was opened: nothing was written"
+    with one_line_errors((StoreError, ModelNotFound, ValueError, KeyError), interrupted, out=console, err=errors):
         check_numbers(args)
         args.env = envs.spec(args.env).name  # one name per env in the store, whichever alias was typed
         env_args = envs.parse_env_args(args.env_args)
@@ -166,12 +168,6 @@ def main(argv: list[str] | None = None) -> None:
                 stored = store.count_episodes() - stored_before
                 console.print(f"[yellow]interrupted: this run stored {stored} episodes in {store.path}[/]")
                 sys.exit(130)
-    except (StoreError, ModelNotFound, ValueError, KeyError) as err:
-        errors.print(f"[red]error:[/] {err.args[0] if isinstance(err, KeyError) else err}")
-        sys.exit(2)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted before the store was opened: nothing was written[/]")
-        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ from rich.table import Table
 import envs
 from agents.evaluate import PassRate, paired_difference
 from agents.models import ModelNotFound
+from common.cli import one_line_errors
 from common.config import add_arguments, from_arguments
 from distill.config import DistillConfig
 from distill.plots import plot_rounds
@@ -30,6 +31,7 @@ from experience_store import ExperienceStore, StoreError
 
 console = Console()
 errors = Console(stderr=True)
+ERRORS = (StoreError, ModelNotFound, ValueError, KeyError, FileExistsError)  # one line each, exit 2
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -87,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
         print("python -m distill.loop " + shlex.join(a for a in expanded if a != "--print-preset"))
         return
     args = parse_args(expanded)
-    try:
+    with one_line_errors(ERRORS, "interrupted: run the same command again to resume", out=errors, err=errors):
         args.env = envs.spec(args.env).name
         if args.ood_env:
             args.ood_env = envs.spec(args.ood_env).name
@@ -109,12 +111,6 @@ def main(argv: list[str] | None = None) -> None:
             console.print(f"plot: {plot}")
         if results:
             console.print(f"final model: {results[-1].checkpoint}")
-    except (StoreError, ModelNotFound, ValueError, KeyError, FileExistsError) as err:
-        errors.print(f"[red]error:[/] {err.args[0] if isinstance(err, KeyError) else err}")
-        sys.exit(2)
-    except KeyboardInterrupt:
-        errors.print("[yellow]interrupted: run the same command again to resume[/]")
-        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ A composition root: it builds the config and the context, then calls ``distill.t
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from rich.console import Console
@@ -23,6 +22,7 @@ import envs
 from agents.agent import Context, context_from_file, env_context
 from agents.evaluate import PassRate, paired_difference
 from agents.models import ModelNotFound, resolve_device, resolve_model
+from common.cli import one_line_errors
 from common.config import add_arguments, from_arguments
 from distill.config import DistillConfig
 from distill.training import EvalResults, train
@@ -32,6 +32,7 @@ from experience_store.selection import latest_decision
 
 console = Console()
 errors = Console(stderr=True)
+ERRORS = (StoreError, ModelNotFound, ValueError, KeyError, FileExistsError)  # one line each, exit 2
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -111,7 +112,7 @@ def results_table(before: EvalResults, after: EvalResults, config: DistillConfig
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    try:
+    with one_line_errors(ERRORS, "interrupted: resume with --resume (from the last checkpoint)", out=console, err=errors):
         args.env = envs.spec(args.env).name  # one name per env in the store, whichever alias was typed
         if args.ood_env:
             args.ood_env = envs.spec(args.ood_env).name
@@ -144,12 +145,6 @@ def main(argv: list[str] | None = None) -> None:
         console.print(results_table(result.before, result.after, config))
         console.print(f"checkpoint: {result.checkpoint}  (play it: python -m agents.play --model {result.checkpoint} --env {config.env})")
         console.print(f"metrics: {result.metrics_path}, plots: {config.out_dir}/training.png, {config.out_dir}/evaluation.png")
-    except (StoreError, ModelNotFound, ValueError, KeyError, FileExistsError) as err:
-        errors.print(f"[red]error:[/] {err.args[0] if isinstance(err, KeyError) else err}")
-        sys.exit(2)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted: resume with --resume (from the last checkpoint)[/]")
-        sys.exit(130)
 
 
 if __name__ == "__main__":

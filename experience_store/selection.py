@@ -313,28 +313,6 @@ def exemplar_candidates(
     return made
 
 
-def build_candidates(
-    store: ExperienceStore,
-    extractor: Extractor,
-    env_id: str,
-    episodes_for_seed: Callable[[int], list[Episode]],
-    count_tokens: CountTokens,
-    config: ReflectConfig,
-    *,
-    on_items: Callable[[int, int, Source, list[KnowledgeItem]], None] | None = None,
-) -> list[KnowledgeSet]:
-    """The candidates ``config.knowledge`` asks for: insight sets per seed, the exemplar set, the mix."""
-    insights: list[KnowledgeSet] = []
-    if config.knowledge in ("all", "insights"):
-        insights = insight_candidates(store, extractor, env_id, episodes_for_seed, count_tokens, config, on_items=on_items)
-    if config.knowledge == "insights":
-        return insights
-    final = [s for s in insights if s.metadata["steps"] == max(t.metadata["steps"] for t in insights)] if insights else []
-    mixed_with = final[0] if final and config.knowledge == "all" else None
-    episodes = episodes_for_seed(config.seed)
-    return insights + exemplar_candidates(store, extractor, env_id, episodes, mixed_with, count_tokens, config)
-
-
 def label(knowledge_set: KnowledgeSet) -> str:
     """How a candidate is named in tables and decisions."""
     return str(knowledge_set.metadata.get("label", knowledge_set.uuid[:12]))
@@ -391,7 +369,14 @@ def reflect(
         )
 
     episodes = episodes_for_seed(config.seed)  # fails early, before any extraction, when there are none
-    candidates = build_candidates(store, extractor, env_name, episodes_for_seed, count_tokens, config, on_items=on_items)
+    candidates: list[KnowledgeSet] = []
+    if config.knowledge in ("all", "insights"):
+        candidates += insight_candidates(store, extractor, env_name, episodes_for_seed, count_tokens, config,
+                                         on_items=on_items)  # fmt: skip
+    if config.knowledge in ("all", "exemplars"):
+        last = [s for s in candidates if s.metadata["steps"] == max(t.metadata["steps"] for t in candidates)]
+        mixed_with = last[0] if last else None  # the first seed's insights from every episode
+        candidates += exemplar_candidates(store, extractor, env_name, episodes, mixed_with, count_tokens, config)
     if not candidates:
         raise ReflectError(f"{extractor.llm.name} wrote no parsable '- EXPERIENCE ITEM:' line for any episode"
                            + (" and no episode succeeded (no exemplar)" if config.knowledge != "insights" else ""))  # fmt: skip
