@@ -44,22 +44,15 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import math
-import multiprocessing
-import resource
 import statistics
 import tempfile
 import time
-import warnings
 from collections import defaultdict
-from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import partial
-from pathlib import Path
 from typing import Any
 
-import psutil
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -67,61 +60,23 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 
 import envs
 from agents.agent import Context, build_messages
-from agents.hf_backend import HFBackend, chat_prompt_ids
+from agents.hf_backend import HFBackend, shared_prefix_length
 from agents.llm import LLM, SamplingParams
 from agents.models import DEFAULT_MODEL, load_model
 from agents.records import Message
 from agents.rollout import Task
+from bench.distill_loss import LossResult, loss_case, loss_table
+from bench.measure import MIB, child_setup, in_fresh_process, peak_rss, reset_peak, rss
+from common.chat import chat_prompt_ids
 from distill.config import DistillConfig
-from distill.losses import LossOutput, chunked_loss, reverse_kl, reverse_kl_from_log_probs
-from agents.hf_backend import shared_prefix_length
+from distill.losses import LossOutput
 from distill.trainer import Distiller, Sample
 
 BATCH, CONTEXT_TOKENS, REPLY_TOKENS, TOP_K = 4, 1024, 128, 256
 TEMPERATURE, LORA_R, LORA_ALPHA, LR = 0.7, 16, 32, 1e-4
-LOSS_POSITIONS, LOSS_VOCAB, LOSS_HIDDEN = 2048, 49_152, 576  # SmolLM2-135M's vocabulary and hidden size
-MIB = 2**20
 # The float32 loss of ours' warm-up step (step 0, seeded) before the log-prob and student-prefix changes
 # (commit cfed62c, torch 2.13.0+cpu); the loss of the same samples must stay within 1e-5 of it.
 REFERENCE_LOSS, REFERENCE_TOLERANCE = 0.11742790788412094, 1e-5
-
-
-# -- memory ---------------------------------------------------------------------------------------------
-
-
-def rss() -> int:
-    """This process's resident set size, in bytes."""
-    return psutil.Process().memory_info().rss
-
-
-def reset_peak() -> str:
-    """Reset the kernel's peak-RSS mark to the current RSS (Linux); returns how the peak will be read."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return "peak RSS (high-water mark reset before the region) - RSS after loading"
-    except OSError:
-        return "ru_maxrss since process start - RSS after loading (no peak reset on this OS)"
-
-
-def peak_rss() -> int:
-    """The peak RSS since the last ``reset_peak`` (or process start), in bytes (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-
-
-def in_fresh_process(fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` in a new ``spawn`` child, so its peak RSS is its own."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(fn, *args).result()
-
-
-def child_setup(threads: int) -> None:
-    """Children: ``threads`` torch threads; no library warnings or progress noise in the output."""
-    from transformers.utils import logging
-
-    torch.set_num_threads(threads)
-    logging.set_verbosity_error()
-    logging.disable_progress_bar()
-    warnings.simplefilter("ignore")
 
 
 # -- the step workload ----------------------------------------------------------------------------------
@@ -377,78 +332,6 @@ def trl_step(reps: int, threads: int) -> StepResult:
     return summarize(steps, peak[0], method[0], replies, row, math.prod(teacher_shape))
 
 
-# -- the loss alone -------------------------------------------------------------------------------------
-
-
-@dataclass
-class LossResult:
-    loss: float
-    grad: torch.Tensor  # d loss / d student hidden states
-    seconds: float  # CPU seconds
-    peak_bytes: int
-
-
-def loss_case(mode: str, top_k: int | None, chunk: int, threads: int) -> LossResult:
-    """Child process: forward + backward of the reverse KL at (positions, vocab, hidden) = (2048, 49152, 576).
-
-    ``mode``: "chunked" (``chunked_loss`` on hidden states), "naive" (full (N, V) logits for both
-    models, then ``reverse_kl``), or "trl" (TRL's own top-k / full-logit loss on full logits, alpha=1).
-    """
-    child_setup(threads)
-    generator = torch.Generator().manual_seed(0)
-    head = torch.randn(LOSS_VOCAB, LOSS_HIDDEN, generator=generator) * 0.12  # logits of std ~3, like a real LM
-    student = torch.randn(LOSS_POSITIONS, LOSS_HIDDEN, generator=generator)
-    teacher = student + 0.5 * torch.randn(LOSS_POSITIONS, LOSS_HIDDEN, generator=generator)
-    kl = partial(reverse_kl, top_k=top_k, topk_mode="renormalize", temperature=TEMPERATURE)
-    kl_log = partial(reverse_kl_from_log_probs, top_k=top_k, topk_mode="renormalize")
-
-    def project(hidden: torch.Tensor) -> torch.Tensor:
-        return hidden @ head.T
-
-    def run(positions: int) -> tuple[torch.Tensor, torch.Tensor]:
-        s = student[:positions].clone().requires_grad_(True)
-        t = teacher[:positions]
-        if mode == "chunked":
-            mask = torch.ones(1, positions, dtype=torch.bool)
-            loss = chunked_loss(
-                lambda sl, tl, y: kl_log(sl, tl), s[None], mask, project, torch.zeros(1, positions, dtype=torch.long),
-                (t[None], mask, project), chunk_size=chunk, temperature=TEMPERATURE,
-            ).loss
-        elif mode == "naive":
-            with torch.no_grad():
-                teacher_logits = project(t)
-            loss = kl(project(s), teacher_logits).mean()
-        else:
-            from trl.experimental.sdft.loss_utils import (
-                compute_full_logit_self_distillation_loss,
-                compute_topk_self_distillation_loss,
-            )
-
-            with torch.no_grad():
-                teacher_logits = project(t) / TEMPERATURE
-            student_logits = project(s) / TEMPERATURE
-            if top_k is None:
-                per_token = compute_full_logit_self_distillation_loss(
-                    student_logits, teacher_logits, distillation_alpha=1.0
-                )
-            else:
-                per_token = compute_topk_self_distillation_loss(
-                    student_logits, teacher_logits, distillation_topk=top_k, distillation_alpha=1.0,
-                    distillation_add_tail=False,
-                )
-            loss = per_token.mean()
-        loss.backward()
-        return loss.detach(), s.grad
-
-    run(64)  # warm-up: first-call overheads, negligible memory
-    loaded = rss()
-    reset_peak()
-    start = time.process_time()
-    loss, grad = run(LOSS_POSITIONS)
-    seconds = time.process_time() - start
-    return LossResult(loss.item(), grad, seconds, peak_rss() - loaded)
-
-
 # -- report ---------------------------------------------------------------------------------------------
 
 
@@ -471,23 +354,6 @@ def step_table(results: dict[str, StepResult], reps: int, threads: int) -> Table
         table.add_row(
             name, f"{r.generation:.1f}", f"{r.teacher:.1f}", f"{r.student:.1f}", f"{r.total:.1f}", f"{r.wall:.1f}",
             f"{r.peak_bytes / MIB:.0f}", replies, str(r.teacher_row), str(r.teacher_tokens),
-        )
-    return table
-
-
-def loss_table(results: dict[tuple[str, str], LossResult], threads: int) -> Table:
-    table = Table(
-        title="Loss forward + backward, 1 run each after a 64-position warm-up",
-        caption=f"{LOSS_POSITIONS} positions, vocab {LOSS_VOCAB:,}, hidden {LOSS_HIDDEN}, T={TEMPERATURE}, "
-        f"{threads} torch thread(s); naive = full (N, V) logits for both models, then reverse_kl",
-    )
-    for column in ("KL", "path", "loss", "peak MiB", "CPU s", "|loss - naive|", "max |grad - naive|"):
-        table.add_column(column, justify="right")
-    for (kl, path), r in results.items():
-        naive = results[(kl, "naive")]
-        table.add_row(
-            kl, path, f"{r.loss:.6f}", f"{r.peak_bytes / MIB:.0f}", f"{r.seconds:.2f}",
-            f"{abs(r.loss - naive.loss):.1e}", f"{(r.grad - naive.grad).abs().max().item():.1e}",
         )
     return table
 
@@ -544,8 +410,8 @@ def main(argv: list[str] | None = None) -> None:
     paths = [("naive", "naive", 0), ("chunked 256", "chunked", 256), ("chunked 512", "chunked", 512)]
     for kl, top_k in ((f"top-{TOP_K} renorm", TOP_K), ("full vocab", None)):
         for label, mode, chunk in paths + ([("TRL loss_utils", "trl", 0)] if has_trl else []):
-            losses[(kl, label)] = in_fresh_process(loss_case, mode, top_k, chunk, args.threads)
-    console.print(loss_table(losses, args.threads))
+            losses[(kl, label)] = in_fresh_process(loss_case, mode, top_k, chunk, args.threads, TEMPERATURE)
+    console.print(loss_table(losses, args.threads, TEMPERATURE))
     for kl in (f"top-{TOP_K} renorm", "full vocab"):
         naive, chunked = losses[(kl, "naive")], losses[(kl, "chunked 256")]
         console.print(

@@ -35,18 +35,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 import envs
 from agents.agent import Agent, Context, with_context, without_context
-from agents.hf_backend import DEFAULT_PROMPT_CACHE_TOKENS, HFBackend, chat_prompt_ids, shared_prefix_length
+from agents.hf_backend import DEFAULT_PROMPT_CACHE_TOKENS, HFBackend, shared_prefix_length
 from agents.llm import LLM, SamplingParams
 from agents.records import Episode, Message
-
-if TYPE_CHECKING:
-    from agents.vllm_backend import VLLMBackend
 from agents.rollout import Task, collect_episodes
+from common.chat import chat_prompt_ids
 from distill.config import DistillConfig
 from distill.losses import (
     LossOutput,
@@ -57,6 +55,9 @@ from distill.losses import (
     token_nll_from_log_probs,
 )
 from distill.sequences import Decoder, pack, prefix_tensor, shared_prefix_hidden
+
+if TYPE_CHECKING:
+    from agents.vllm_backend import VLLMBackend
 
 
 @dataclass

@@ -12,7 +12,7 @@ from transformers import LlamaForCausalLM, PreTrainedTokenizerBase
 
 import envs
 from agents.agent import Context, build_messages
-from agents.hf_backend import chat_prompt_ids
+from common.chat import chat_prompt_ids
 from distill.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from distill.config import DistillConfig
 from distill.losses import forward_kl, log_probs
