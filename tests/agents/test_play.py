@@ -98,13 +98,15 @@ def play_here(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str,
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--episodes", "0"], "--episodes must be >= 1, got 0"),
-        (["--episodes", "-3"], "--episodes must be >= 1, got -3"),
-        (["--batch-size", "0"], "--batch-size must be >= 1, got 0"),
-        (["--temperature", "nan"], "--temperature must be a finite number >= 0 (0 = greedy), got nan"),
-        (["--temperature", "-1"], "--temperature must be a finite number >= 0"),
-        (["--top-p", "inf"], "--top-p must be a finite number in (0, 1], got inf"),
-        (["--max-new-tokens", "0"], "--max-new-tokens must be >= 1, got 0"),
+        (["--episodes", "0"], "error: argument --episodes: must be >= 1, got 0"),
+        (["--episodes", "-3"], "error: argument --episodes: must be >= 1, got -3"),
+        (["--batch-size", "0"], "error: argument --batch-size: must be >= 1, got 0"),
+        (["--temperature", "nan"], "error: argument --temperature: must be a finite number, got nan"),
+        (["--temperature", "-1"], "error: argument --temperature: must be >= 0.0, got -1.0"),
+        (["--top-p", "inf"], "error: argument --top-p: must be a finite number, got inf"),
+        (["--top-p", "0"], "top_p must be > 0, got 0.0"),
+        (["--max-new-tokens", "0"], "error: argument --max-new-tokens: must be >= 1, got 0"),
+        (["--round", "-1"], "error: argument --round: must be >= 0, got -1"),
     ],
 )
 def test_a_number_out_of_range_is_refused_before_anything_is_written(
@@ -226,4 +228,4 @@ def test_vllm_memory_fraction_goes_with_the_vllm_backend(tmp_path: Path, capsys:
     code, _, stderr = run_main(main, capsys, "--vllm-memory-fraction", "0.5", "--store", str(tmp_path / "exp.db"))
     assert code == 2 and "--vllm-memory-fraction goes with --backend vllm" in stderr
     code, _, stderr = run_main(main, capsys, "--backend", "vllm", "--vllm-memory-fraction", "1.5", "--store", str(tmp_path / "exp.db"))
-    assert code == 2 and "in (0, 1], got 1.5" in stderr and not (tmp_path / "exp.db").exists()
+    assert code == 2 and "argument --vllm-memory-fraction: must be <= 1.0, got 1.5" in stderr and not (tmp_path / "exp.db").exists()
