@@ -28,11 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 import envs
 from agents.agent import Agent, Context
-from agents.hf_backend import HFBackend
+from agents.hf_backend import DEFAULT_PROMPT_CACHE_TOKENS, HFBackend
 from agents.llm import LLM, SamplingParams
+from agents.models import load_model
 from agents.rollout import Task, collect_episodes
 from common.config import config_field
 from common.files import write_text_atomic
@@ -186,8 +188,12 @@ def run_rounds(
         state.save(state_path)
     phase = on_phase or (lambda r, name: None)
     model = state.rounds[-1].checkpoint if state.rounds else base.model
+    loaded: tuple[PreTrainedModel, PreTrainedTokenizerBase] | None = None
     for round in range(len(state.rounds) + 1, loop.rounds + 1):
-        llm = _load(model, base)  # plays and reflects; training loads its own trainable copy
+        # One load per round (two before): these weights play, reflect, then train, which changes them in place
+        # (LoRA layers, or the weights), so the next round loads its new model; after a refused round they are kept.
+        loaded = loaded or load_model(model, dtype=base.dtype, device=base.device)  # type: ignore[arg-type]
+        llm = HFBackend.from_model(*loaded, name=model, prompt_cache_tokens=DEFAULT_PROMPT_CACHE_TOKENS)
         phase(round, "collect")
         reply_tokens = collect(store, base, loop, llm, round)
         phase(round, "reflect")
@@ -200,7 +206,8 @@ def run_rounds(
             text = knowledge_text(chosen.items)
             phase(round, "distill")
             config = dataclasses.replace(base, model=model, out_dir=base.out_dir / f"round-{round}", merge_lora=True)
-            result = train(config, Context(text, "knowledge", id=chosen.uuid), store=store, resume=True)
+            result = train(config, Context(text, "knowledge", id=chosen.uuid), store=store, resume=True, loaded=loaded)
+            loaded = None
             merged = str(result.checkpoint / "merged") if config.uses_lora else str(result.checkpoint)
             verdict = decision.verdict if decision.accepted else f"forced: {decision.verdict}"
             finished = RoundResult(round, model, verdict, chosen.uuid, text, result.before, result.after, reply_tokens, merged)

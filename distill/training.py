@@ -18,6 +18,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
 from agents.agent import Context
 from agents.evaluate import EvalCache, Evaluation, PassRate, evaluate
 from agents.llm import SamplingParams
@@ -109,8 +111,12 @@ def train(
     resume: bool = False,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
     on_eval: Callable[[int, str, EvalResults], None] | None = None,
+    loaded: tuple[PreTrainedModel, PreTrainedTokenizerBase] | None = None,
 ) -> TrainingResult:
     """Run (or resume) a distillation run as ``config`` says; see the module docstring.
+
+    ``loaded``: ``config.model`` already loaded by ``load_model`` on ``config.device`` (one process), trained
+    instead of a fresh load; LoRA is injected into it in place, so the caller must not use it afterwards.
 
     Under ``accelerate launch`` every process samples its own episodes on its own device and the loss is
     the mean over all processes' tokens (``Distiller.backward``); the main process alone evaluates,
@@ -124,7 +130,7 @@ def train(
     accelerator = make_accelerator(device)  # joins the process group when launched by accelerate
     if accelerator.num_processes > 1 and device != "cpu":
         device = str(accelerator.device)  # this process's own GPU
-    student, tokenizer = load_model(config.model, dtype=config.dtype, device=device)  # type: ignore[arg-type]
+    student, tokenizer = loaded or load_model(config.model, dtype=config.dtype, device=device)  # type: ignore[arg-type]
     teacher = teacher_tokenizer = None
     if config.teacher:
         teacher, teacher_tokenizer = load_model(config.teacher, dtype=config.dtype, device=device)  # type: ignore[arg-type]
