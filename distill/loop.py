@@ -55,15 +55,15 @@ def rounds_table(results: list[RoundResult], base: DistillConfig) -> Table:
         table.add_column(column, justify="left" if column == "evaluation" else "right")
     for r in results:
         table.add_row(str(r.round), f"gate (validation): {r.verdict}", "", "", "")
+        start = PassRate.from_dict(r.before["student"])
+        rows = [("start, no context", start, None)]
         if not r.distilled:
             table.add_row(str(r.round), "nothing distilled: the gate refused the knowledge (--force-distill overrides)",
                           "", "", "")  # fmt: skip
-            table.add_section()
-            continue
-        start = PassRate.from_dict(r.before["student"])
-        rows = [("start, no context", start, None),
-                ("start, knowledge in context", PassRate.from_dict(r.before["student_with_context"]), start),
-                ("after OPCD, no context", PassRate.from_dict(r.after["student"]), start)]  # fmt: skip
+            rows += [("start, best refused candidate in context", PassRate.from_dict(r.before["student_with_context"]), start)]
+        else:
+            rows += [("start, knowledge in context", PassRate.from_dict(r.before["student_with_context"]), start),
+                     ("after OPCD, no context", PassRate.from_dict(r.after["student"]), start)]  # fmt: skip
         if "ood" in r.after:
             ood = PassRate.from_dict(r.before["ood"])
             rows += [(f"OOD {base.ood_env}, start", ood, None),

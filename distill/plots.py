@@ -73,7 +73,7 @@ def plot_rounds(rounds: list[dict[str, Any]], out_dir: Path) -> Path | None:
     """``rounds.png``: test pass rates without the context after each distilled round (round 0: the start
     model), with the round's context before distilling, and the OOD env, each with its 95% Wilson interval.
     Rounds whose knowledge the gate refused distilled nothing and are not drawn; None when no round distilled."""
-    rounds = [r for r in rounds if r["before"]]
+    rounds = [r for r in rounds if r["after"]]
     if not rounds:
         return None
     numbers = [r["round"] for r in rounds]

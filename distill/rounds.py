@@ -33,6 +33,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 import envs
 from agents.agent import Agent, Context
 from agents.hf_backend import DEFAULT_PROMPT_CACHE_TOKENS, HFBackend
+from agents.evaluate import Evaluation, evaluate
 from agents.llm import LLM, SamplingParams
 from agents.models import load_model
 from agents.rollout import Task, collect_episodes
@@ -72,8 +73,10 @@ class LoopConfig:
 
 @dataclass
 class RoundResult:
-    """One finished round: its model, the gate's verdict, the distilled knowledge (none when the gate
-    refused it: then no evaluation and the next model is this one), evaluations and the next model."""
+    """One finished round: its model, the gate's verdict, the distilled knowledge, evaluations and the next
+    model. When the gate refused the knowledge: no knowledge set, ``before`` holds the test split with no
+    context and with the best refused candidate (``refused_check``), ``after`` is empty, and the next model
+    is this one."""
 
     round: int
     model: str
@@ -159,6 +162,19 @@ def decide_knowledge(store: ExperienceStore, base: DistillConfig, loop: LoopConf
     return reflect(store, extractor, scorer, base.env, llm_token_counter(writer), reflection, agent_model=llm.name).decision
 
 
+def refused_check(store: ExperienceStore, base: DistillConfig, decision: KnowledgeDecision, llm: LLM) -> EvalResults:
+    """The test split with no context and with the best refused candidate in context (greedy, the tasks a
+    distillation would measure): did refusing cost anything? Keys as a distillation's "before" evaluation."""
+    best = store.knowledge_set(decision.context_set(force=True))
+    sampling = SamplingParams(max_new_tokens=base.eval_max_new_tokens, temperature=0.0, seed=base.seed)
+    contexts = {"student": None, "student_with_context": Context(knowledge_text(best.items), "knowledge", id=best.uuid)}
+    return {
+        column: evaluate(llm, sampling, Evaluation(base.env, base.eval_split, base.eval_tasks, context),
+                         max_prompt_tokens=base.max_prompt_tokens, batch_size=base.eval_batch_size).as_dict()
+        for column, context in contexts.items()
+    }  # fmt: skip
+
+
 def _load(model: str, base: DistillConfig) -> HFBackend:
     return HFBackend(model, dtype=base.dtype, device=base.device)  # type: ignore[arg-type]
 
@@ -198,9 +214,10 @@ def run_rounds(
         reply_tokens = collect(store, base, loop, llm, round)
         phase(round, "reflect")
         decision = decide_knowledge(store, base, loop, reflection, llm, round)
-        del llm
         if decision.accepted is None and not loop.force_distill:
-            finished = RoundResult(round, model, decision.verdict, None, "", {}, {}, reply_tokens, model)
+            phase(round, "test the refused knowledge")
+            checked = refused_check(store, base, decision, llm)
+            finished = RoundResult(round, model, decision.verdict, None, "", checked, {}, reply_tokens, model)
         else:
             chosen = store.knowledge_set(decision.context_set(force=loop.force_distill))
             text = knowledge_text(chosen.items)
@@ -211,6 +228,7 @@ def run_rounds(
             merged = str(result.checkpoint / "merged") if config.uses_lora else str(result.checkpoint)
             verdict = decision.verdict if decision.accepted else f"forced: {decision.verdict}"
             finished = RoundResult(round, model, verdict, chosen.uuid, text, result.before, result.after, reply_tokens, merged)
+        del llm
         state.rounds.append(finished)
         state.save(state_path)
         metrics = {f"{when}/{column}": r["rate"] for when, res in (("before", finished.before), ("after", finished.after))

@@ -64,7 +64,8 @@ def test_a_round_whose_knowledge_the_gate_refuses_distils_nothing(writer_dir: st
         base, loop, reflection = configs(writer_dir, out, rounds=1, force=False)
         (result,) = run_rounds(base, loop, store, reflection)
         assert result.verdict.startswith("no knowledge beat no context") and not result.distilled
-        assert result.checkpoint == writer_dir and result.before == result.after == {}  # the next round's model
+        assert result.checkpoint == writer_dir and result.after == {}  # the next round's model: the same
+        assert {k: v["n"] for k, v in result.before.items()} == {"student": 2, "student_with_context": 2}  # test split
         assert not (out / "round-1").exists()
         decision = latest_decision(store, "qa", model=writer_dir, round=1)
         assert decision is not None and decision.accepted is None and decision.no_context.n == 2
@@ -103,6 +104,7 @@ def test_demo_preset_runs_the_loop(writer_dir: str, tmp_path: Path, capsys: pyte
     ])
     out = " ".join(capsys.readouterr().out.split())
     assert "the gate refused the knowledge" in out and "no knowledge beat no context" in out  # 2 tasks: never
+    assert "test the refused knowledge" in out and "+0/-0 of 2" in out  # checked on the test tasks, paired
     with ExperienceStore.open(tmp_path / "demo.db", readonly=True) as store:
         (loop_run,) = [run for run in store.runs() if run.config.get("kind") == "loop"]
         assert (loop_run.config["env"], loop_run.config["ood_env"], loop_run.status) == ("addition", "qa", "completed")
