@@ -167,7 +167,8 @@ def refused_check(store: ExperienceStore, base: DistillConfig, decision: Knowled
     distillation would measure): did refusing cost anything? Keys as a distillation's "before" evaluation."""
     best = store.knowledge_set(decision.context_set(force=True))
     sampling = SamplingParams(max_new_tokens=base.eval_max_new_tokens, temperature=0.0, seed=base.seed)
-    contexts = {"student": None, "student_with_context": Context(knowledge_text(best.items), "knowledge", id=best.uuid)}
+    context = Context(knowledge_text(best.items), "knowledge", id=best.uuid, heading=base.context_heading)
+    contexts = {"student": None, "student_with_context": context}
     return {
         column: evaluate(llm, sampling, Evaluation(base.env, base.eval_split, base.eval_tasks, context),
                          max_prompt_tokens=base.max_prompt_tokens, batch_size=base.eval_batch_size).as_dict()
