@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.files import locked
+from common.files import locked, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -58,9 +58,7 @@ class Ledger:
                  "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset")}  # fmt: skip
         with locked(self.lock):
             done = {**self.done, job.name: entry}
-            tmp = self.path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(done, indent=1))
-            tmp.replace(self.path)
+            write_text_atomic(self.path, json.dumps(done, indent=1))
 
 
 class Claims:

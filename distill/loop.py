@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.ood_env:
             args.ood_env = envs.spec(args.ood_env).name
         base, loop = from_arguments(args, DistillConfig), from_arguments(args, LoopConfig)
-        reflection = from_arguments(args, ReflectConfig, prefix="reflect-", **{k: getattr(ReflectConfig(), k) for k in LOOP_SETS})
+        reflection = from_arguments(args, ReflectConfig, prefix="reflect-")  # LOOP_SETS: run_rounds sets them
         with ExperienceStore.open(args.store) as store:
             results = run_rounds(
                 base, loop, store, reflection,

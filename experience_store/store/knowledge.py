@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from collections.abc import Iterable
 from typing import Any
 
 from experience_store.errors import DuplicateRecord, InvalidRecord, KnowledgeSetNotFound
 from experience_store.records import KnowledgeItem, KnowledgeKind, KnowledgeSet
 from experience_store.store.connection import StoreConnection
-from experience_store.store.sql import chunks, is_finite, marks, revalidate, to_json, translated
+from experience_store.store.sql import (
+    children_by_position,
+    chunks,
+    is_finite,
+    marks,
+    revalidate,
+    to_json,
+    translated,
+)
 
 _ITEM_COLUMNS = "id, uuid, text, kind, env_id, model, round, metadata, created_at"
 _SET_COLUMNS = (
@@ -72,14 +79,8 @@ class KnowledgeRecords(StoreConnection):
         return list(self._load_items(self._conn.execute(sql, params).fetchall()).values())
 
     def _load_items(self, rows: list[tuple[Any, ...]]) -> dict[int, KnowledgeItem]:
-        sources: dict[int, list[str]] = defaultdict(list)
-        for chunk in chunks([row[0] for row in rows]):
-            sql = (
-                "SELECT item_id, episode_uuid FROM knowledge_item_sources "
-                f"WHERE item_id IN ({marks(len(chunk))}) ORDER BY item_id, position"
-            )
-            for item_id, episode_uuid in self._conn.execute(sql, chunk):
-                sources[item_id].append(episode_uuid)
+        sources = children_by_position(self._conn, "knowledge_item_sources", "item_id", "episode_uuid",
+                                       [row[0] for row in rows])  # fmt: skip
         return {
             id_: KnowledgeItem(
                 text=text,
@@ -155,14 +156,8 @@ class KnowledgeRecords(StoreConnection):
         return None if row is None else self._load_sets([row])[0]
 
     def _load_sets(self, rows: list[tuple[Any, ...]]) -> list[KnowledgeSet]:
-        members: dict[int, list[int]] = defaultdict(list)
-        for chunk in chunks([row[0] for row in rows]):
-            sql = (
-                "SELECT set_id, item_id FROM knowledge_set_items "
-                f"WHERE set_id IN ({marks(len(chunk))}) ORDER BY set_id, position"
-            )
-            for set_id, item_id in self._conn.execute(sql, chunk):
-                members[set_id].append(item_id)
+        set_ids = [row[0] for row in rows]
+        members = children_by_position(self._conn, "knowledge_set_items", "set_id", "item_id", set_ids)
         item_ids = sorted({item_id for ids in members.values() for item_id in ids})
         items: dict[int, KnowledgeItem] = {}
         for chunk in chunks(item_ids):

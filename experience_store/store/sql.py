@@ -82,6 +82,18 @@ def marks(n: int) -> str:
     return ",".join("?" * n)
 
 
+def children_by_position(
+    conn: sqlite3.Connection, table: str, parent: str, child: str, parent_ids: Sequence[int]
+) -> dict[int, list[Any]]:
+    """Each parent's ``child`` values in ``table`` (a link table with a ``position`` column), in position order."""
+    found: dict[int, list[Any]] = {}
+    for chunk in chunks(parent_ids):
+        sql = f"SELECT {parent}, {child} FROM {table} WHERE {parent} IN ({marks(len(chunk))}) ORDER BY {parent}, position"
+        for parent_id, value in conn.execute(sql, chunk):
+            found.setdefault(parent_id, []).append(value)
+    return found
+
+
 def revalidate(record: KnowledgeItem | KnowledgeSet | DistillRun) -> None:
     """Re-run a record's own checks (its fields may have changed since construction)."""
     try:
